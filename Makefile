@@ -1,0 +1,40 @@
+# Every target sets itself up on a fresh machine that has only python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test check lint typecheck format bench paper clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: the whole analysis of the embedded EfficientNet-Lite0 over the embedded photos
+demo: $(STAMP)
+	$(BIN)/onnx-prune weights
+	$(BIN)/onnx-prune analyze
+
+## test: everything CI runs: format check, lint, strict types, the test suite
+test: check
+
+check: $(STAMP)
+	$(BIN)/ruff format --check onnx_prune tests bench models
+	$(BIN)/ruff check onnx_prune tests bench models
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+format: $(STAMP)
+	$(BIN)/ruff format onnx_prune tests bench models
+	$(BIN)/ruff check --fix onnx_prune tests bench models
+
+## bench: speed and memory figures, as ratios against a baseline run in the same process
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

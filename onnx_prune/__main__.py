@@ -1,0 +1,5 @@
+"""Entry point for ``python -m onnx_prune``."""
+
+from onnx_prune.cli import main
+
+raise SystemExit(main())

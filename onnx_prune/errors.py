@@ -1,0 +1,29 @@
+"""The project's error hierarchy: every error a user can act on derives from OnnxPruneError.
+
+The CLI prints such an error as one red line and exits with status 2; any other exception is
+a bug and keeps its traceback.
+"""
+
+
+class OnnxPruneError(Exception):
+    """Base of every error whose message tells the user what is wrong and what to do."""
+
+
+class ModelLoadError(OnnxPruneError):
+    """The model file is missing, empty, truncated, not ONNX, or its external data is bad."""
+
+
+class UnsupportedModelError(OnnxPruneError):
+    """The model loads but uses something this tool cannot analyse."""
+
+
+class InputDataError(OnnxPruneError):
+    """Images or tensors given for calibration cannot be used with this model."""
+
+
+class ConversionError(OnnxPruneError):
+    """A Darknet cfg/weights pair or a model export cannot be converted."""
+
+
+class MissingExtraError(OnnxPruneError):
+    """An optional dependency (an extra such as ``export`` or ``plot``) is not installed."""

@@ -1,0 +1,221 @@
+"""Static weight sparsity: per compute layer, exact counts of weights within each ε of zero.
+
+Counts are exact integers. ε is compared in the tensor's own dtype (``|w| <= ε``, inclusive; −0.0
+is zero, NaN never is). A quantized weight's zero is its zero point, and ε applies to the
+dequantized value ``(q − zero_point) × scale``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnx_prune.constants import ConstantFoldingError, ConstantResolver
+from onnx_prune.layers import ComputeLayer, LayerScan, SkippedLayer, WeightRef, find_compute_layers
+from onnx_prune.load import LoadedModel, is_random_weights
+
+_CHUNK = 1 << 22  # elements per pass: keeps temporaries in cache-sized pieces
+
+
+@dataclass(frozen=True)
+class TensorSparsity:
+    """Zero counts of one stored tensor; ``zeros[i]`` is the count for ``eps[i]``."""
+
+    tensor: str
+    shape: tuple[int, ...]
+    dtype: str
+    elements: int
+    zeros: tuple[int, ...]
+    filters: int | None = None
+    zero_filters: int | None = None
+    zero_input_channels: int | None = None
+    quantized: bool = False
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """The weight and bias sparsity of one compute layer."""
+
+    name: str
+    op_type: str
+    weight: TensorSparsity
+    bias: TensorSparsity | None
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """A heavy op, or a weight, that the scan could not analyse, and why."""
+
+    name: str
+    op_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SparsityTotal:
+    """Sums over a set of layers' weights (biases excluded)."""
+
+    layers: int
+    elements: int
+    zeros: tuple[int, ...]
+    filters: int
+    zero_filters: int
+
+
+@dataclass(frozen=True)
+class WeightReport:
+    """The static weight scan of one model."""
+
+    model: str
+    eps: tuple[float, ...]
+    layers: tuple[LayerWeights, ...]
+    unresolved: tuple[Unresolved, ...]
+    random_weights: bool = False
+
+    def total(self, op_type: str | None = None) -> SparsityTotal:
+        """Totals over all layers, or over the layers of one op type."""
+        chosen = [layer for layer in self.layers if op_type in (None, layer.op_type)]
+        return SparsityTotal(
+            layers=len(chosen),
+            elements=sum(layer.weight.elements for layer in chosen),
+            zeros=tuple(
+                sum(layer.weight.zeros[i] for layer in chosen) for i in range(len(self.eps))
+            ),
+            filters=sum(layer.weight.filters or 0 for layer in chosen),
+            zero_filters=sum(layer.weight.zero_filters or 0 for layer in chosen),
+        )
+
+    def op_types(self) -> list[str]:
+        """The op types present, in first-seen order."""
+        return list(dict.fromkeys(layer.op_type for layer in self.layers))
+
+
+def count_zero_weights(
+    loaded: LoadedModel,
+    *,
+    eps: Sequence[float] = (0.0,),
+    scan: LayerScan | None = None,
+    resolver: ConstantResolver | None = None,
+) -> WeightReport:
+    """Scan every compute layer's weight and bias of ``loaded`` at each ε."""
+    resolver = resolver or ConstantResolver(loaded)
+    scan = scan or find_compute_layers(loaded.model, resolver)
+    layers: list[LayerWeights] = []
+    unresolved = [_skipped(skip) for skip in scan.skipped]
+    for layer in scan.layers:
+        try:
+            layers.append(_scan_layer(layer, resolver, tuple(eps)))
+        except ConstantFoldingError as error:
+            unresolved.append(Unresolved(layer.name, layer.op_type, str(error)))
+    return WeightReport(
+        model=str(loaded.path),
+        eps=tuple(float(e) for e in eps),
+        layers=tuple(layers),
+        unresolved=tuple(unresolved),
+        random_weights=is_random_weights(loaded.model),
+    )
+
+
+def _skipped(skip: SkippedLayer) -> Unresolved:
+    return Unresolved(skip.name, skip.op_type, skip.reason)
+
+
+def _scan_layer(
+    layer: ComputeLayer, resolver: ConstantResolver, eps: tuple[float, ...]
+) -> LayerWeights:
+    weight = _scan_weight(layer.weight, layer, resolver, eps)
+    bias = None
+    if layer.bias and resolver.is_constant(layer.bias):
+        bias = _tensor_sparsity(layer.bias, resolver.value(layer.bias), eps)
+    return LayerWeights(layer.name, layer.op_type, weight, bias)
+
+
+def _scan_weight(
+    ref: WeightRef, layer: ComputeLayer, resolver: ConstantResolver, eps: tuple[float, ...]
+) -> TensorSparsity:
+    values = resolver.value(ref.tensor)
+    stored_dtype = str(values.dtype)
+    quantized = ref.zero_point is not None or values.dtype.kind in "iu"
+    if quantized:
+        values = _dequantize(values, ref, resolver)
+    counted = _tensor_sparsity(ref.tensor, values, eps, dtype=stored_dtype, quantized=quantized)
+    filters, zero_filters = _zero_slices(values, layer.filter_axis)
+    _, zero_inputs = _zero_slices(values, layer.input_channel_axis)
+    return TensorSparsity(
+        **{
+            **counted.__dict__,
+            "filters": filters,
+            "zero_filters": zero_filters,
+            "zero_input_channels": zero_inputs,
+        }
+    )
+
+
+def _dequantize(values: np.ndarray, ref: WeightRef, resolver: ConstantResolver) -> np.ndarray:
+    """``(q − zero_point) × scale``: exactly zero where ``q`` equals its zero point."""
+    zero_point = _per_axis(resolver, ref.zero_point, values.ndim, ref.axis, np.int32, 0)
+    scale = _per_axis(resolver, ref.scale, values.ndim, ref.axis, np.float32, 1)
+    dequantized: np.ndarray = (values.astype(np.int32) - zero_point).astype(np.float32) * scale
+    return dequantized
+
+
+def _per_axis(
+    resolver: ConstantResolver,
+    name: str | None,
+    ndim: int,
+    axis: int,
+    dtype: type[np.generic],
+    default: int,
+) -> np.ndarray:
+    if name is None:
+        return np.asarray(default, dtype=dtype)
+    values = np.asarray(resolver.value(name)).astype(dtype)
+    if values.ndim == 1 and values.size > 1 and ndim > 1:
+        shape = [1] * ndim
+        shape[axis % ndim] = values.size
+        return values.reshape(shape)
+    return values
+
+
+def _tensor_sparsity(
+    name: str,
+    values: np.ndarray,
+    eps: tuple[float, ...],
+    *,
+    dtype: str | None = None,
+    quantized: bool = False,
+) -> TensorSparsity:
+    return TensorSparsity(
+        tensor=name,
+        shape=tuple(int(d) for d in values.shape),
+        dtype=dtype or str(values.dtype),
+        elements=int(values.size),
+        zeros=count_near_zero(values, eps),
+        quantized=quantized,
+    )
+
+
+def count_near_zero(values: np.ndarray, eps: Sequence[float]) -> tuple[int, ...]:
+    """Exact counts of ``|x| <= ε`` for each ε, in chunks so no full-size temporary is made."""
+    flat = values.reshape(-1)
+    counts = [0] * len(eps)
+    for start in range(0, flat.size, _CHUNK):
+        chunk = flat[start : start + _CHUNK]
+        nonzero = int(np.count_nonzero(chunk))
+        magnitude = np.abs(chunk) if any(e != 0 for e in eps) else chunk
+        for index, bound in enumerate(eps):
+            if bound == 0:
+                counts[index] += chunk.size - nonzero
+            else:
+                counts[index] += int(np.count_nonzero(magnitude <= bound))
+    return tuple(counts)
+
+
+def _zero_slices(values: np.ndarray, axis: int) -> tuple[int | None, int | None]:
+    """(slices along ``axis``, slices that are entirely exactly zero); None for scalars/vectors."""
+    if values.ndim < 2:
+        return None, None
+    moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    return int(moved.shape[0]), int(np.count_nonzero(~moved.any(axis=1)))
