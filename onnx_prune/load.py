@@ -69,7 +69,7 @@ RANDOM_WEIGHTS_KEY = "onnx_prune.random_weights"
 def is_random_weights(model: onnx.ModelProto) -> bool:
     """True when the model's metadata marks its weights as random (set by onnx-prune's exports)."""
     return any(
-        prop.key == RANDOM_WEIGHTS_KEY and prop.value.lower() == "true"
+        prop.key == RANDOM_WEIGHTS_KEY and prop.value.strip().lower() == "true"
         for prop in model.metadata_props
     )
 

@@ -11,7 +11,7 @@ import pytest
 
 from onnx_prune.cli import main
 from onnx_prune.load import load_model
-from onnx_prune.report import format_weights
+from onnx_prune.report.weights import format_weights
 from onnx_prune.weights import count_zero_weights
 from tests.builders import conv_relu_model, conv_weight, save
 from tests.golden_util import assert_golden, render

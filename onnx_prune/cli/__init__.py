@@ -11,6 +11,8 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +23,9 @@ from onnx_prune.jsondoc import Document, dumps
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "efficientnet_lite0.onnx"
 DEFAULT_IMAGES = DEFAULT_MODEL.parent / "images"
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 Handler = Callable[[argparse.Namespace, Console], int]
 
@@ -40,7 +45,7 @@ def parse_eps(text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
-def _model_argument(parser: argparse.ArgumentParser) -> None:
+def model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         nargs="?",
@@ -50,7 +55,7 @@ def _model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _resolve_model(path: Path | None) -> Path:
+def resolve_model(path: Path | None) -> Path:
     return path if path is not None else DEFAULT_MODEL
 
 
@@ -63,32 +68,10 @@ def write_json(document: Document, destination: str) -> None:
         Path(destination).write_text(text, encoding="utf-8")
 
 
-def run_weights(args: argparse.Namespace, console: Console) -> int:
-    """``onnx-prune weights``: the static weight-sparsity scan."""
-    from onnx_prune.jsondoc import weights_document
-    from onnx_prune.load import load_model
-    from onnx_prune.report import format_weights
-    from onnx_prune.weights import count_zero_weights
+def _commands() -> list[ModuleType]:
+    from onnx_prune.cli import weights
 
-    loaded = load_model(_resolve_model(args.model))
-    report = count_zero_weights(loaded, eps=args.eps)
-    if args.json != "-":
-        console.print(format_weights(report))
-    if args.json:
-        write_json(weights_document(report), args.json)
-    return 0
-
-
-def _add_weights(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "weights", help="static weight sparsity per layer: zero and near-zero weights, zero filters"
-    )
-    _model_argument(parser)
-    parser.add_argument(
-        "--eps", type=parse_eps, default=(0.0,), help="comma list of ε (default 0): |w| <= ε"
-    )
-    parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
-    parser.set_defaults(handler=run_weights)
+    return [weights]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"onnx-prune {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_weights(commands)
+    for command in _commands():
+        command.add_parser(commands)
     return parser
 
 
