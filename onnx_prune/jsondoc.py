@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from onnx_prune.weights import SparsityTotal, TensorSparsity, WeightReport
+from onnx_prune.weights import LayerWeights, SparsityTotal, TensorSparsity, WeightReport
+
+if TYPE_CHECKING:
+    from onnx_prune.analysis import Analysis
+    from onnx_prune.calibrate import TensorStats
+    from onnx_prune.summary import MapSummary, Summary
 
 SCHEMA_VERSION = 1
 
@@ -89,3 +94,82 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
+
+
+def analysis_document(analysis: Analysis) -> Document:
+    """The weights document extended with feature-map statistics, samples and a summary."""
+    document = weights_document(analysis.weights)
+    weights = {layer.name: layer for layer in analysis.weights.layers}
+    stats = analysis.activations.tensors
+    document["layers"] = [
+        {
+            "name": layer.name,
+            "op_type": layer.op_type,
+            "weight": tensor_document(weights[layer.name].weight)
+            if layer.name in weights
+            else None,
+            "bias": _bias_document(weights.get(layer.name)),
+            "ifm": feature_map_document(stats[layer.ifm]),
+            "ofm": feature_map_document(stats[layer.ofm]),
+        }
+        for layer in analysis.layers
+    ]
+    document["opset"] = analysis.opset
+    document["samples"] = analysis.activations.samples
+    document["skipped_inputs"] = [
+        {"name": item.name, "reason": item.reason} for item in analysis.skipped_inputs
+    ]
+    document["preset"] = analysis.preset
+    document["batch_size"] = analysis.batch_size
+    document["tile"] = list(analysis.activations.tile)
+    document["summary"] = summary_document(analysis.summary)
+    return document
+
+
+def _weight_document(layer: LayerWeights | None) -> Document | None:
+    return tensor_document(layer.weight) if layer is not None else None
+
+
+def _bias_document(layer: LayerWeights | None) -> Document | None:
+    return tensor_document(layer.bias) if layer is not None and layer.bias else None
+
+
+def feature_map_document(stats: TensorStats) -> Document:
+    """Totals over all samples for one feature map; lists are indexed like ``eps``."""
+    return {
+        "tensor": stats.tensor,
+        "shape": list(stats.shape),
+        "elements": stats.elements,
+        "zeros": list(stats.zeros),
+        "channels": stats.channels,
+        "zero_channels": list(stats.zero_channels),
+        "saved_elements": list(stats.saved_elements),
+        "tiles": stats.tiles,
+        "zero_tiles": list(stats.zero_tiles),
+        "tile_saved_elements": list(stats.tile_saved_elements),
+    }
+
+
+def summary_document(summary: Summary) -> Document:
+    """Network-level figures: paper mean, weighted, channel-saved share; per sample shares."""
+    return {
+        "ifm": _map_document(summary.ifm),
+        "ofm": _map_document(summary.ofm),
+        "per_sample": [
+            {
+                "name": share.name,
+                "ifm_saved_share": list(share.ifm),
+                "ofm_saved_share": list(share.ofm),
+            }
+            for share in summary.per_sample
+        ],
+    }
+
+
+def _map_document(summary: MapSummary) -> Document:
+    return {
+        "paper_mean": list(summary.paper_mean),
+        "weighted": list(summary.weighted),
+        "channel_saved_share": list(summary.channel_saved_share),
+        "layers_with_zero_channels": list(summary.layers_with_zero_channels),
+    }

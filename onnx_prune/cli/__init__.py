@@ -21,7 +21,7 @@ from onnx_prune import __version__
 from onnx_prune.errors import OnnxPruneError
 from onnx_prune.jsondoc import Document, dumps
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "efficientnet_lite0.onnx"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "efficientnet_lite0.onnx"
 DEFAULT_IMAGES = DEFAULT_MODEL.parent / "images"
 
 if TYPE_CHECKING:
@@ -69,9 +69,9 @@ def write_json(document: Document, destination: str) -> None:
 
 
 def _commands() -> list[ModuleType]:
-    from onnx_prune.cli import weights
+    from onnx_prune.cli import analyze, weights
 
-    return [weights]
+    return [weights, analyze]
 
 
 def build_parser() -> argparse.ArgumentParser:

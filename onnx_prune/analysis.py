@@ -1,0 +1,180 @@
+"""The whole feature-map analysis of one model: load, scan, probe, calibrate, summarise.
+
+This is the library entry point that ``onnx-prune analyze`` and ``onnx-prune zoo`` share. It
+returns data and prints nothing; progress is reported through a callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnx_prune.calibrate import ActivationStats, collect_activation_stats
+from onnx_prune.constants import ConstantResolver
+from onnx_prune.errors import InputDataError
+from onnx_prune.inputs import (
+    Batch,
+    SkippedInput,
+    check_input_shape,
+    find_images,
+    get_preset,
+    image_size_for,
+    iter_image_batches,
+    iter_tensor_batches,
+    open_tensor_inputs,
+)
+from onnx_prune.layers import ComputeLayer, find_compute_layers
+from onnx_prune.load import LoadedModel, is_random_weights, load_model
+from onnx_prune.probes import DEFAULT_TILE, add_probes
+from onnx_prune.runtime import Session, SessionOptions, TensorSpec, model_file, open_session
+from onnx_prune.summary import Summary, summarize
+from onnx_prune.weights import WeightReport, count_zero_weights
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+Progress = Callable[[int, int], None]
+SessionFactory = Callable[[Path, SessionOptions], Session]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where calibration samples come from: image files/folders, or a .npy/.npz of tensors."""
+
+    images: tuple[Path, ...] = ()
+    tensors: Path | None = None
+    preset: str = "imagenet"
+    size: tuple[int, int] | None = None
+    batch_size: int = 8
+    limit: int | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything measured on one model."""
+
+    model: str
+    opset: int
+    random_weights: bool
+    layers: tuple[ComputeLayer, ...]
+    weights: WeightReport
+    activations: ActivationStats
+    summary: Summary
+    batch_size: int
+    preset: str | None
+    skipped_inputs: tuple[SkippedInput, ...] = field(default=())
+
+
+def analyze_model(
+    path: Path,
+    calibration: Calibration,
+    *,
+    eps: Sequence[float] = DEFAULT_EPS,
+    tile: tuple[int, int] = DEFAULT_TILE,
+    progress: Progress | None = None,
+    session_factory: SessionFactory = open_session,
+) -> Analysis:
+    """Measure weight and feature-map sparsity of the model at ``path``."""
+    loaded = load_model(path)
+    resolver = ConstantResolver(loaded)
+    scan = find_compute_layers(loaded.model, resolver)
+    weights = count_zero_weights(loaded, eps=eps, scan=scan, resolver=resolver)
+    probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile)
+    with model_file(loaded, probed.model) as probed_path:
+        session = session_factory(probed_path, SessionOptions())
+        feeds = _Feeds(loaded, session.inputs(), calibration)
+        stats = collect_activation_stats(
+            session, probed.manifest, scan.layers, feeds.batches(progress), on_batch=feeds.advance
+        )
+    if stats.samples == 0:
+        raise InputDataError("no calibration sample could be used: give readable images")
+    return Analysis(
+        model=str(path),
+        opset=loaded.opset,
+        random_weights=is_random_weights(loaded.model),
+        layers=scan.layers,
+        weights=weights,
+        activations=stats,
+        summary=summarize(scan.layers, stats),
+        batch_size=feeds.batch_size,
+        preset=None if calibration.tensors else calibration.preset,
+        skipped_inputs=tuple(feeds.skipped),
+    )
+
+
+class _Feeds:
+    """Turns the calibration source into batches that fit the model's inputs."""
+
+    def __init__(
+        self, loaded: LoadedModel, specs: Sequence[TensorSpec], calibration: Calibration
+    ) -> None:
+        initializers = {tensor.name for tensor in loaded.model.graph.initializer}
+        self.specs = [spec for spec in specs if spec.name not in initializers]
+        self.calibration = calibration
+        self.batch_size = _batch_size(self.specs, calibration.batch_size)
+        self.skipped: list[SkippedInput] = []
+        self.done = 0
+        self.total = 0
+        self._progress: Progress | None = None
+
+    def batches(self, progress: Progress | None) -> Iterator[Batch]:
+        """Batches checked against the model's input shapes."""
+        self._progress = progress
+        for batch in self._source():
+            self.skipped.extend(batch.skipped)
+            for spec in self.specs:
+                array = batch.arrays[spec.name]
+                check_input_shape(spec.name, spec.shape, tuple(array.shape))
+            yield batch
+
+    def advance(self, samples: int) -> None:
+        """Count ``samples`` more as done and report progress."""
+        self.done += samples
+        if self._progress is not None:
+            self._progress(self.done, self.total)
+
+    def _source(self) -> Iterator[Batch]:
+        calibration = self.calibration
+        if calibration.tensors is not None:
+            tensors = open_tensor_inputs(calibration.tensors, [s.name for s in self.specs])
+            self.total = min(tensors.count, calibration.limit or tensors.count)
+            return iter_tensor_batches(tensors, self.batch_size, limit=calibration.limit)
+        spec = self._image_input()
+        files = find_images(list(calibration.images))
+        self.total = min(len(files), calibration.limit or len(files))
+        size = image_size_for(spec.shape, calibration.size, name=spec.name)
+        preset = get_preset(calibration.preset)
+        return iter_image_batches(
+            files,
+            preset,
+            size,
+            self.batch_size,
+            input_name=spec.name,
+            strict=calibration.strict,
+            limit=calibration.limit,
+        )
+
+    def _image_input(self) -> TensorSpec:
+        if len(self.specs) != 1:
+            described = ", ".join(f"'{s.name}' {list(s.shape)}" for s in self.specs)
+            raise InputDataError(
+                f"the model has {len(self.specs)} inputs ({described}): images can feed only "
+                "one; give --inputs FILE.npz with one array per input name"
+            )
+        return self.specs[0]
+
+
+def _batch_size(specs: Sequence[TensorSpec], requested: int) -> int:
+    """The requested batch size, or the batch the model fixes (e.g. 1) in its first input dim."""
+    first_dims = (spec.shape[0] for spec in specs if spec.shape)
+    fixed = {dim for dim in first_dims if isinstance(dim, int) and dim > 0}
+    if len(fixed) == 1:
+        batch = next(iter(fixed))
+        if batch != requested:
+            logger.info("the model fixes its batch at %d; using batches of %d", batch, batch)
+        return batch
+    return requested

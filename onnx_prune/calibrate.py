@@ -1,0 +1,314 @@
+"""The calibration run: feed batches through a probed model and keep exact running totals.
+
+Streaming: each batch's probe outputs are reduced to integer totals (int64) at once, so memory
+does not grow with the number of samples, except one small record per sample (the paper reports
+per-image figures).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.inputs import Batch
+from onnx_prune.layers import ComputeLayer
+from onnx_prune.probes import Probe, ProbeManifest
+from onnx_prune.runtime import Session
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Totals over all samples for one feature map; lists are indexed like ``eps``.
+
+    ``shape`` is one sample's shape (batch excluded). A channel is one (n, c) plane; for rank-2
+    tensors every value is its own channel. ``saved_elements`` = zero channels × plane size;
+    ``tile_saved_elements`` = the values in tiles entirely within ε.
+    """
+
+    tensor: str
+    shape: tuple[int, ...]
+    elements: int
+    zeros: tuple[int, ...]
+    channels: int
+    zero_channels: tuple[int, ...]
+    saved_elements: tuple[int, ...]
+    tiles: int
+    zero_tiles: tuple[int, ...]
+    tile_saved_elements: tuple[int, ...]
+
+    @property
+    def plane(self) -> int:
+        """Values per channel."""
+        return self.elements // self.channels if self.channels else 0
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """One sample's feature-map totals, summed over compute layers (IFM and OFM apart)."""
+
+    name: str
+    ifm_elements: int
+    ifm_zeros: tuple[int, ...]
+    ifm_saved: tuple[int, ...]
+    ofm_elements: int
+    ofm_zeros: tuple[int, ...]
+    ofm_saved: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ActivationStats:
+    """Every probed tensor's totals, and the per-sample records."""
+
+    eps: tuple[float, ...]
+    tile: tuple[int, int]
+    samples: int
+    tensors: dict[str, TensorStats]
+    per_sample: tuple[SampleStats, ...]
+
+
+@dataclass
+class _Counts:
+    """Mutable running totals for one tensor."""
+
+    shape: tuple[int, ...] = ()
+    elements: int = 0
+    channels: int = 0
+    tiles: int = 0
+    zeros: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    zero_channels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    saved: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    zero_tiles: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tile_saved: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+@dataclass(frozen=True)
+class _BatchCounts:
+    """One batch of one tensor: per-sample arrays [n, len(eps)] and per-batch totals."""
+
+    shape: tuple[int, ...]
+    elements_per_sample: int
+    channels: int
+    tiles: int
+    zeros: np.ndarray
+    zero_channels: np.ndarray
+    saved: np.ndarray
+    zero_tiles: np.ndarray
+    tile_saved: np.ndarray
+
+
+def collect_activation_stats(
+    session: Session,
+    manifest: ProbeManifest,
+    layers: Sequence[ComputeLayer],
+    batches: Iterable[Batch],
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> ActivationStats:
+    """Run every batch through ``session`` (a probed model) and total the probe outputs."""
+    eps = np.asarray(manifest.eps, dtype=np.float32)
+    totals = {probe.tensor: _Counts() for probe in manifest.probes}
+    ifm_uses, ofm_uses = _uses(layers)
+    samples: list[SampleStats] = []
+    outputs = manifest.outputs()
+    for batch in batches:
+        results = dict(zip(outputs, run_batch(session, outputs, batch.arrays), strict=True))
+        counted = {p.tensor: _count_probe(p, results, eps, manifest.tile) for p in manifest.probes}
+        for tensor, counts in counted.items():
+            _accumulate(totals[tensor], counts)
+        samples.extend(_samples(batch.names, counted, ifm_uses, ofm_uses))
+        if on_batch is not None:
+            on_batch(batch.size)
+    return ActivationStats(
+        eps=manifest.eps,
+        tile=manifest.tile,
+        samples=len(samples),
+        tensors={name: _freeze(name, counts) for name, counts in totals.items()},
+        per_sample=tuple(samples),
+    )
+
+
+def run_batch(
+    session: Session, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]
+) -> list[np.ndarray]:
+    """Run one batch; a model that fails on it is retried one sample at a time.
+
+    Old models fix the batch inside the graph (e.g. a Reshape to [1, 2048]) while declaring a
+    symbolic batch; for them the samples are run one by one and the results concatenated.
+    """
+    size = len(next(iter(feeds.values())))
+    try:
+        return session.run(outputs, feeds)
+    except UnsupportedModelError:
+        if size <= 1:
+            raise
+    logger.warning("the model failed on a batch of %d; running it one sample at a time", size)
+    singles = [
+        session.run(outputs, {key: value[i : i + 1] for key, value in feeds.items()})
+        for i in range(size)
+    ]
+    return [np.concatenate(parts) for parts in zip(*singles, strict=True)]
+
+
+def _uses(layers: Sequence[ComputeLayer]) -> tuple[dict[str, int], dict[str, int]]:
+    """How many layers load each tensor as IFM, and write it as OFM."""
+    ifm: dict[str, int] = {}
+    ofm: dict[str, int] = {}
+    for layer in layers:
+        ifm[layer.ifm] = ifm.get(layer.ifm, 0) + 1
+        ofm[layer.ofm] = ofm.get(layer.ofm, 0) + 1
+    return ifm, ofm
+
+
+def _count_probe(
+    probe: Probe, results: dict[str, np.ndarray], eps: np.ndarray, tile: tuple[int, int]
+) -> _BatchCounts:
+    if probe.kind == "plane":
+        counts = [results[name] for name in probe.counts]
+        return _count_planes(probe, results[probe.tile_max], counts, eps, tile)
+    return _count_values(probe, results[probe.tile_max], eps)
+
+
+def _count_planes(
+    probe: Probe,
+    tile_max: np.ndarray,
+    above: list[np.ndarray],
+    eps: np.ndarray,
+    tile: tuple[int, int],
+) -> _BatchCounts:
+    """Counts from in-graph reductions: tile maxima of |x| and per-ε shares above ε."""
+    _, channels, height, width = probe.shape
+    plane = height * width
+    samples = tile_max.shape[0]
+    tile_sizes = _tile_sizes(height, width, tile)
+    channel_max = tile_max.max(axis=(2, 3)) if tile_max.size else tile_max.reshape(samples, 0)
+    within_channel = channel_max[:, :, None] <= eps  # [n, C, k]
+    within_tile = tile_max[..., None] <= eps  # [n, C, TH, TW, k]
+    zeros = np.stack([plane * channels - _above_counts(a, plane) for a in above], axis=1)
+    return _BatchCounts(
+        shape=(channels, height, width),
+        elements_per_sample=channels * plane,
+        channels=channels,
+        tiles=channels * tile_sizes.size,
+        zeros=zeros,
+        zero_channels=within_channel.sum(axis=1, dtype=np.int64),
+        saved=within_channel.sum(axis=1, dtype=np.int64) * plane,
+        zero_tiles=within_tile.sum(axis=(1, 2, 3), dtype=np.int64),
+        tile_saved=(within_tile * tile_sizes[None, None, :, :, None]).sum(
+            axis=(1, 2, 3), dtype=np.int64
+        ),
+    )
+
+
+def _above_counts(share: np.ndarray, plane: int) -> np.ndarray:
+    """Per sample, the values above ε: the planes' shares times the plane size, rounded."""
+    if np.isnan(share).any():
+        raise UnsupportedModelError(
+            "a feature map holds NaN values: check the model and the input preprocessing"
+        )
+    per_plane = np.rint(share.reshape(share.shape[0], -1).astype(np.float64) * plane)
+    counts: np.ndarray = per_plane.astype(np.int64).sum(axis=1)
+    return counts
+
+
+def _tile_sizes(height: int, width: int, tile: tuple[int, int]) -> np.ndarray:
+    """Values in each tile of an H×W plane split into tiles (edge tiles are smaller)."""
+    tile_h, tile_w = min(tile[0], height), min(tile[1], width)
+    rows = [min(tile_h, height - start) for start in range(0, height, tile_h)]
+    cols = [min(tile_w, width - start) for start in range(0, width, tile_w)]
+    sizes: np.ndarray = np.outer(rows, cols).astype(np.int64)
+    return sizes
+
+
+def _count_values(probe: Probe, values: np.ndarray, eps: np.ndarray) -> _BatchCounts:
+    """Counts on the host for a tensor that left the session whole (tiles = channels)."""
+    samples = values.shape[0] if values.ndim >= 2 else 1
+    planes = np.abs(values.reshape(samples, values.shape[1] if values.ndim >= 2 else 1, -1))
+    channels, plane = planes.shape[1], planes.shape[2]
+    within = planes[..., None] <= eps.astype(planes.dtype)  # [n, C, plane, k]
+    zeros = within.sum(axis=(1, 2), dtype=np.int64)
+    zero_channels = within.all(axis=2).sum(axis=1, dtype=np.int64) if plane else zeros * 0
+    return _BatchCounts(
+        shape=tuple(int(d) for d in values.shape[1:]),
+        elements_per_sample=channels * plane,
+        channels=channels,
+        tiles=channels,
+        zeros=zeros,
+        zero_channels=zero_channels,
+        saved=zero_channels * plane,
+        zero_tiles=zero_channels,
+        tile_saved=zero_channels * plane,
+    )
+
+
+def _accumulate(totals: _Counts, batch: _BatchCounts) -> None:
+    samples = batch.zeros.shape[0]
+    if not totals.shape:
+        totals.shape = batch.shape
+        width = batch.zeros.shape[1]
+        for name in ("zeros", "zero_channels", "saved", "zero_tiles", "tile_saved"):
+            setattr(totals, name, np.zeros(width, np.int64))
+    totals.elements += batch.elements_per_sample * samples
+    totals.channels += batch.channels * samples
+    totals.tiles += batch.tiles * samples
+    totals.zeros += batch.zeros.sum(axis=0)
+    totals.zero_channels += batch.zero_channels.sum(axis=0)
+    totals.saved += batch.saved.sum(axis=0)
+    totals.zero_tiles += batch.zero_tiles.sum(axis=0)
+    totals.tile_saved += batch.tile_saved.sum(axis=0)
+
+
+def _samples(
+    names: Sequence[str],
+    counted: dict[str, _BatchCounts],
+    ifm_uses: dict[str, int],
+    ofm_uses: dict[str, int],
+) -> list[SampleStats]:
+    ifm = _weighted(counted, ifm_uses)
+    ofm = _weighted(counted, ofm_uses)
+    return [
+        SampleStats(
+            name=name,
+            ifm_elements=int(ifm[0]),
+            ifm_zeros=_ints(ifm[1][index]),
+            ifm_saved=_ints(ifm[2][index]),
+            ofm_elements=int(ofm[0]),
+            ofm_zeros=_ints(ofm[1][index]),
+            ofm_saved=_ints(ofm[2][index]),
+        )
+        for index, name in enumerate(names)
+    ]
+
+
+def _weighted(
+    counted: dict[str, _BatchCounts], uses: dict[str, int]
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Per-sample sums over layers: elements, zeros [n, k] and saved elements [n, k]."""
+    elements = sum(counted[t].elements_per_sample * n for t, n in uses.items())
+    zeros = sum(counted[t].zeros * n for t, n in uses.items())
+    saved = sum(counted[t].saved * n for t, n in uses.items())
+    return elements, np.asarray(zeros), np.asarray(saved)
+
+
+def _ints(values: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def _freeze(name: str, counts: _Counts) -> TensorStats:
+    return TensorStats(
+        tensor=name,
+        shape=counts.shape,
+        elements=counts.elements,
+        zeros=_ints(counts.zeros),
+        channels=counts.channels,
+        zero_channels=_ints(counts.zero_channels),
+        saved_elements=_ints(counts.saved),
+        tiles=counts.tiles,
+        zero_tiles=_ints(counts.zero_tiles),
+        tile_saved_elements=_ints(counts.tile_saved),
+    )

@@ -1,0 +1,153 @@
+"""``onnx-prune analyze``: feature-map sparsity at run time, over calibration samples."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from onnx_prune.analysis import DEFAULT_EPS, Analysis, Calibration, analyze_model
+from onnx_prune.cli import (
+    DEFAULT_IMAGES,
+    DEFAULT_MODEL,
+    model_argument,
+    parse_eps,
+    resolve_model,
+    write_json,
+)
+from onnx_prune.errors import InputDataError
+from onnx_prune.inputs import PRESETS
+from onnx_prune.jsondoc import analysis_document
+from onnx_prune.report.analysis import format_analysis
+
+if TYPE_CHECKING:
+    from onnx_prune.cli import Subparsers
+
+DEFAULT_MODEL_PRESET = "efficientnet-lite"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``224`` or ``224x192`` (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size takes H or HxW, got '{text}'") from None
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"--size takes H or HxW, got '{text}'")
+    return (values[0], values[-1])
+
+
+def positive_int(text: str) -> int:
+    """A whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose and prepare calibration samples (shared with ``accuracy``)."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--images", nargs="+", type=Path, metavar="PATH", help="image files or folders"
+    )
+    source.add_argument(
+        "--inputs", type=Path, metavar="FILE", help=".npy or .npz of ready input tensors"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="image preprocessing (default: imagenet; efficientnet-lite for the embedded model)",
+    )
+    parser.add_argument(
+        "--size", type=parse_size, help="image size HxW when the model's is not fixed"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="default 8")
+    parser.add_argument("--limit", type=positive_int, help="use at most N samples")
+    parser.add_argument(
+        "--strict", action="store_true", help="an unreadable image is an error, not skipped"
+    )
+
+
+def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
+    """The calibration source the flags describe (embedded photos for the embedded model)."""
+    images = tuple(args.images or ())
+    if not images and args.inputs is None:
+        if model != DEFAULT_MODEL:
+            raise InputDataError(
+                f"no calibration data for {model}: give --images DIR or --inputs FILE.npy"
+            )
+        images = (DEFAULT_IMAGES,)
+    default_preset = DEFAULT_MODEL_PRESET if model == DEFAULT_MODEL else "imagenet"
+    return Calibration(
+        images=images,
+        tensors=args.inputs,
+        preset=args.preset or default_preset,
+        size=args.size,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        strict=args.strict,
+    )
+
+
+def run_analysis(args: argparse.Namespace, console: Console) -> Analysis:
+    """Run the analysis the flags describe, with a progress bar on a terminal."""
+    model = resolve_model(args.model)
+    calibration = calibration_from(args, model)
+    columns = (
+        TextColumn("calibrating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True, disable=args.json == "-") as bar:
+        task = bar.add_task("calibrating", total=None, rate="")
+
+        def progress(done: int, total: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = f"{done / elapsed:.1f} samples/s" if elapsed else ""
+            bar.update(task, completed=done, total=total or None, rate=rate)
+
+        return analyze_model(model, calibration, eps=args.eps, progress=progress)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """``onnx-prune analyze``."""
+    analysis = run_analysis(args, console)
+    if args.json != "-":
+        console.print(format_analysis(analysis))
+    if args.json:
+        write_json(analysis_document(analysis), args.json)
+    return 0
+
+
+def add_parser(commands: Subparsers) -> None:
+    """Register ``analyze``."""
+    parser = commands.add_parser(
+        "analyze",
+        help="feature-map sparsity at run time: zero values and zero channels per layer and ε",
+    )
+    model_argument(parser)
+    add_calibration_arguments(parser)
+    parser.add_argument(
+        "--eps",
+        type=parse_eps,
+        default=DEFAULT_EPS,
+        help="comma list of ε (default 0,0.1,0.2,0.3,0.4,0.5): |x| <= ε counts as zero",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
+    parser.set_defaults(handler=run)
