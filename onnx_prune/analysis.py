@@ -28,7 +28,14 @@ from onnx_prune.inputs import (
 from onnx_prune.layers import ComputeLayer, find_compute_layers
 from onnx_prune.load import LoadedModel, is_random_weights, load_model
 from onnx_prune.probes import DEFAULT_TILE, add_probes
-from onnx_prune.runtime import Session, SessionOptions, TensorSpec, model_file, open_session
+from onnx_prune.runtime import (
+    ModelSource,
+    Session,
+    SessionOptions,
+    TensorSpec,
+    model_file,
+    open_session,
+)
 from onnx_prune.summary import Summary, summarize
 from onnx_prune.weights import WeightReport, count_zero_weights
 
@@ -37,7 +44,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_EPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 Progress = Callable[[int, int], None]
-SessionFactory = Callable[[Path, SessionOptions], Session]
+SessionFactory = Callable[[ModelSource, SessionOptions], Session]
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,8 @@ def analyze_model(
     scan = find_compute_layers(loaded.model, resolver)
     weights = count_zero_weights(loaded, eps=eps, scan=scan, resolver=resolver)
     probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile)
-    with model_file(loaded, probed.model) as probed_path:
-        session = session_factory(probed_path, SessionOptions())
+    with model_file(loaded, probed.model) as source:
+        session = session_factory(source, SessionOptions())
         feeds = _Feeds(loaded, session.inputs(), calibration)
         stats = collect_activation_stats(
             session, probed.manifest, scan.layers, feeds.batches(progress), on_batch=feeds.advance

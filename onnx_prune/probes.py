@@ -109,11 +109,11 @@ def add_probes(
         raise UnsupportedModelError(f"opset {opset} is older than 7: re-export the model")
     probed = onnx.ModelProto()
     probed.CopyFrom(model)
-    shapes = _known_shapes(probed)
+    types = _known_types(probed)
     builder = _Builder(probed, opset, tuple(float(e) for e in eps))
     nonnegative = _NonNegative(probed.graph)
     probes = [
-        builder.add(tensor, shapes.get(tensor), tile, nonnegative(tensor))
+        builder.add(tensor, types.get(tensor, _UNKNOWN), tile, nonnegative(tensor))
         for tensor in probed_tensors(layers)
     ]
     builder.finish()
@@ -124,21 +124,34 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
-    """Static shapes of every tensor onnx's shape inference can determine (batch may be None)."""
+@dataclass(frozen=True)
+class _TensorType:
+    """What shape inference knows of a tensor: element type and dims (None when unknown)."""
+
+    elem_type: int
+    shape: tuple[int | None, ...] | None
+
+
+def _known_types(model: onnx.ModelProto) -> dict[str, _TensorType]:
+    """Element types and static shapes of every tensor shape inference can determine."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shape inference rejects some valid models; probes then go generic
         inferred = model
-    shapes: dict[str, tuple[int | None, ...]] = {}
+    types: dict[str, _TensorType] = {}
     values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
     for value in values:
-        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            dims = value.type.tensor_type.shape.dim
-            shapes[value.name] = tuple(d.dim_value if d.dim_value > 0 else None for d in dims)
+        if value.type.HasField("tensor_type"):
+            tensor_type = value.type.tensor_type
+            dims = tensor_type.shape.dim if tensor_type.HasField("shape") else None
+            shape = None if dims is None else tuple(d.dim_value or None for d in dims)
+            types[value.name] = _TensorType(tensor_type.elem_type, shape)
     for tensor in model.graph.initializer:
-        shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
-    return shapes
+        types[tensor.name] = _TensorType(tensor.data_type, tuple(int(d) for d in tensor.dims))
+    return types
+
+
+_UNKNOWN = _TensorType(TensorProto.UNDEFINED, None)
 
 
 class _NonNegative:
@@ -192,26 +205,24 @@ class _Builder:
         self.index = 0
 
     def add(
-        self,
-        tensor: str,
-        shape: tuple[int | None, ...] | None,
-        tile: tuple[int, int],
-        nonnegative: bool,
+        self, tensor: str, known: _TensorType, tile: tuple[int, int], nonnegative: bool
     ) -> Probe:
-        """Probe one tensor, in the graph when its plane is known, else on the host."""
+        """Probe one tensor, in the graph when it is a float32 map of known C, H, W."""
         self.index += 1
         base = f"{PREFIX}_{self.index}"
-        if shape is not None and len(shape) == 4 and None not in shape[1:]:
-            channels, height, width = (int(d) for d in shape[1:] if d is not None)
-            if height * width <= MAX_EXACT_PLANE:
+        shape = known.shape
+        if known.elem_type == TensorProto.FLOAT and shape and len(shape) == 4:
+            channels, height, width = shape[1:]
+            if channels and height and width and height * width <= MAX_EXACT_PLANE:
                 return self._plane_probe(tensor, base, (channels, height, width), tile, nonnegative)
-        return self._tensor_probe(tensor, base, shape)
+        return self._tensor_probe(tensor, base, known)
 
-    def _tensor_probe(self, tensor: str, base: str, shape: tuple[int | None, ...] | None) -> Probe:
+    def _tensor_probe(self, tensor: str, base: str, known: _TensorType) -> Probe:
         output = f"{base}_values"
         self.nodes.append(helper.make_node("Identity", [tensor], [output], name=output))
-        self._output(output)
-        dims = tuple(d or 0 for d in (shape or ()))
+        rank = len(known.shape) if known.shape is not None else None
+        self._output(output, rank, known.elem_type or TensorProto.FLOAT)
+        dims = tuple(d or 0 for d in (known.shape or ()))
         return Probe(tensor=tensor, kind="tensor", shape=dims, tile_max=output)
 
     def _plane_probe(
@@ -251,7 +262,7 @@ class _Builder:
             strides=[tile_h, tile_w],
             pads=[0, 0, pad_h, pad_w],
         )
-        self._output(output)
+        self._output(output, 4)
         return output
 
     def _count_above(self, magnitude: str, base: str, channels: int, bound: float) -> str:
@@ -264,7 +275,7 @@ class _Builder:
         ramp = self._node("Conv", [magnitude, weight, bias], f"{base}_ramp", group=channels)
         clipped = self._clip(ramp, f"{base}_step")
         output = self._node("GlobalAveragePool", [clipped], f"{base}_above")
-        self._output(output)
+        self._output(output, 4)
         return output
 
     def _clip(self, tensor: str, name: str) -> str:
@@ -282,8 +293,9 @@ class _Builder:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
-    def _output(self, name: str) -> None:
-        self.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    def _output(self, name: str, rank: int | None, elem_type: int = TensorProto.FLOAT) -> None:
+        shape = None if rank is None else [None] * rank
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
 
     def finish(self) -> None:
         """Attach everything to the graph (IR 3 models also list initializers as inputs)."""

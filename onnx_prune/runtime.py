@@ -1,16 +1,14 @@
 """The one place that imports onnxruntime: sessions behind a small protocol tests can replace.
 
-Models are handed to onnxruntime as files in a temporary folder (never next to the user's model),
-with the user's external data files linked in beside them, so a model over 2 GB is never
-serialised into one message. onnxruntime's messages become one-line ``OnnxPruneError``s.
+A modified model reaches onnxruntime as bytes of its graph only: its weights stay in the user's
+external data files, which onnxruntime reads from the model's folder, so a model over 2 GB is
+never serialised into one message and no file is written. onnxruntime's messages become
+one-line ``OnnxPruneError``s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,21 +50,26 @@ class SessionOptions:
     threads: int | None = None
 
 
+_EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+
+
 class OrtSession:
     """An onnxruntime ``InferenceSession`` on the CPU."""
 
-    def __init__(self, path: Path, options: SessionOptions) -> None:
+    def __init__(self, source: ModelSource, options: SessionOptions) -> None:
         import onnxruntime as ort
 
         session_options = ort.SessionOptions()
+        session_options.add_session_config_entry(_EXTERNAL_FOLDER_KEY, str(source.data_folder))
         session_options.log_severity_level = 3
         if not options.optimize:
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if options.threads:
             session_options.intra_op_num_threads = options.threads
         try:
+            model = str(source.path) if source.model is None else source.model.SerializeToString()
             self._session = ort.InferenceSession(
-                str(path), session_options, providers=["CPUExecutionProvider"]
+                model, session_options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own untyped exception classes
             raise UnsupportedModelError(
@@ -111,35 +114,29 @@ def _first_line(error: BaseException) -> str:
     return (text[0] if text else type(error).__name__)[:300]
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """What a session is built from: a model proto (or the user's file itself, when None), and
+    the folder its external data lives in."""
+
+    path: Path
+    data_folder: Path
+    model: onnx.ModelProto | None = None
+
+
 @contextlib.contextmanager
-def model_file(loaded: LoadedModel, model: onnx.ModelProto | None = None) -> Iterator[Path]:
-    """A temporary file holding ``model`` (default: the loaded model), removed afterwards.
+def model_file(loaded: LoadedModel, model: onnx.ModelProto | None = None) -> Iterator[ModelSource]:
+    """The source of a session on ``model`` (default: the loaded model itself).
 
-    The user's external data files are linked beside it so relative locations still resolve.
+    Nothing is written anywhere: a modified model is handed to onnxruntime as bytes (its
+    weights stay in the user's external data files, read from the model's folder), so no
+    temporary file is needed and nothing appears next to the user's model.
     """
-    folder = Path(tempfile.mkdtemp(prefix="onnx-prune-"))
-    try:
-        for data_file in loaded.external_files():
-            relative = data_file.relative_to(loaded.folder)
-            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-            _link(data_file, folder / relative)
-        path = folder / "model.onnx"
-        if model is None:
-            _link(loaded.path, path)
-        else:
-            onnx.save(model, str(path))
-        yield path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    yield ModelSource(path=loaded.path, data_folder=loaded.folder, model=model)
 
 
-def _link(source: Path, target: Path) -> None:
-    try:
-        os.symlink(source.resolve(), target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-def open_session(path: Path, options: SessionOptions | None = None) -> Session:
-    """An onnxruntime session on the model file at ``path``."""
-    return OrtSession(path, options or SessionOptions())
+def open_session(source: ModelSource | Path, options: SessionOptions | None = None) -> Session:
+    """An onnxruntime session on a model source, or on the model file at a path."""
+    if isinstance(source, Path):
+        source = ModelSource(path=source, data_folder=source.parent)
+    return OrtSession(source, options or SessionOptions())
