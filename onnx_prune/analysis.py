@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onnx_prune.bandwidth import BandwidthReport, estimate_bandwidth
 from onnx_prune.calibrate import ActivationStats, collect_activation_stats
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.errors import InputDataError
@@ -71,6 +72,7 @@ class Analysis:
     weights: WeightReport
     activations: ActivationStats
     summary: Summary
+    bandwidth: BandwidthReport
     batch_size: int
     preset: str | None
     skipped_inputs: tuple[SkippedInput, ...] = field(default=())
@@ -82,10 +84,14 @@ def analyze_model(
     *,
     eps: Sequence[float] = DEFAULT_EPS,
     tile: tuple[int, int] = DEFAULT_TILE,
+    bits: int | None = None,
     progress: Progress | None = None,
     session_factory: SessionFactory = open_session,
 ) -> Analysis:
-    """Measure weight and feature-map sparsity of the model at ``path``."""
+    """Measure weight and feature-map sparsity, bandwidth and pruned loads of ``path``.
+
+    ``bits`` counts every tensor at that width (16 reproduces the paper); None: own dtypes.
+    """
     loaded = load_model(path)
     resolver = ConstantResolver(loaded)
     scan = find_compute_layers(loaded.model, resolver)
@@ -107,6 +113,7 @@ def analyze_model(
         weights=weights,
         activations=stats,
         summary=summarize(scan.layers, stats),
+        bandwidth=estimate_bandwidth(loaded.model, scan.layers, stats, weights, bits=bits),
         batch_size=feeds.batch_size,
         preset=None if calibration.tensors else calibration.preset,
         skipped_inputs=tuple(feeds.skipped),

@@ -11,6 +11,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from onnx_prune.bandwidth import bandwidth_layer_document, bandwidth_totals_document
 from onnx_prune.weights import LayerWeights, SparsityTotal, TensorSparsity, WeightReport
 
 if TYPE_CHECKING:
@@ -101,16 +102,16 @@ def analysis_document(analysis: Analysis) -> Document:
     document = weights_document(analysis.weights)
     weights = {layer.name: layer for layer in analysis.weights.layers}
     stats = analysis.activations.tensors
+    loads = {load.name: load for load in analysis.bandwidth.layers}
     document["layers"] = [
         {
             "name": layer.name,
             "op_type": layer.op_type,
-            "weight": tensor_document(weights[layer.name].weight)
-            if layer.name in weights
-            else None,
+            "weight": _weight_document(weights.get(layer.name)),
             "bias": _bias_document(weights.get(layer.name)),
             "ifm": feature_map_document(stats[layer.ifm]),
             "ofm": feature_map_document(stats[layer.ofm]),
+            **bandwidth_layer_document(loads[layer.name]),
         }
         for layer in analysis.layers
     ]
@@ -123,6 +124,7 @@ def analysis_document(analysis: Analysis) -> Document:
     document["batch_size"] = analysis.batch_size
     document["tile"] = list(analysis.activations.tile)
     document["summary"] = summary_document(analysis.summary)
+    document["bandwidth"] = bandwidth_totals_document(analysis.bandwidth)
     return document
 
 

@@ -16,8 +16,6 @@ from onnx_prune.constants import ConstantFoldingError, ConstantResolver
 from onnx_prune.layers import ComputeLayer, LayerScan, SkippedLayer, WeightRef, find_compute_layers
 from onnx_prune.load import LoadedModel, is_random_weights
 
-_CHUNK = 1 << 22  # elements per pass: keeps temporaries in cache-sized pieces
-
 
 @dataclass(frozen=True)
 class TensorSparsity:
@@ -140,9 +138,12 @@ def _scan_weight(
     quantized = ref.zero_point is not None or values.dtype.kind in "iu"
     if quantized:
         values = _dequantize(values, ref, resolver)
-    counted = _tensor_sparsity(ref.tensor, values, eps, dtype=stored_dtype, quantized=quantized)
-    filters, zero_filters = _zero_slices(values, layer.filter_axis)
-    _, zero_inputs = _zero_slices(values, layer.input_channel_axis)
+    nonzero = values != 0
+    counted = _tensor_sparsity(
+        ref.tensor, values, eps, dtype=stored_dtype, quantized=quantized, nonzero=nonzero
+    )
+    filters, zero_filters = _zero_slices(nonzero, layer.filter_axis)
+    _, zero_inputs = _zero_slices(nonzero, layer.input_channel_axis)
     return TensorSparsity(
         **{
             **counted.__dict__,
@@ -186,36 +187,36 @@ def _tensor_sparsity(
     *,
     dtype: str | None = None,
     quantized: bool = False,
+    nonzero: np.ndarray | None = None,
 ) -> TensorSparsity:
     return TensorSparsity(
         tensor=name,
         shape=tuple(int(d) for d in values.shape),
         dtype=dtype or str(values.dtype),
         elements=int(values.size),
-        zeros=count_near_zero(values, eps),
+        zeros=_count(values, values != 0 if nonzero is None else nonzero, eps),
         quantized=quantized,
     )
 
 
 def count_near_zero(values: np.ndarray, eps: Sequence[float]) -> tuple[int, ...]:
-    """Exact counts of ``|x| <= ε`` for each ε, in chunks so no full-size temporary is made."""
-    flat = values.reshape(-1)
-    counts = [0] * len(eps)
-    for start in range(0, flat.size, _CHUNK):
-        chunk = flat[start : start + _CHUNK]
-        nonzero = int(np.count_nonzero(chunk))
-        magnitude = np.abs(chunk) if any(e != 0 for e in eps) else chunk
-        for index, bound in enumerate(eps):
-            if bound == 0:
-                counts[index] += chunk.size - nonzero
-            else:
-                counts[index] += int(np.count_nonzero(magnitude <= bound))
-    return tuple(counts)
+    """Exact counts of ``|x| <= ε`` for each ε (NaN is never counted, −0.0 always is)."""
+    return _count(values, values != 0, eps)
 
 
-def _zero_slices(values: np.ndarray, axis: int) -> tuple[int | None, int | None]:
-    """(slices along ``axis``, slices that are entirely exactly zero); None for scalars/vectors."""
-    if values.ndim < 2:
+def _count(values: np.ndarray, nonzero: np.ndarray, eps: Sequence[float]) -> tuple[int, ...]:
+    """Counts per ε; ``nonzero`` (``values != 0``) is shared with the zero-slice scan."""
+    exact = values.size - int(np.count_nonzero(nonzero))
+    return tuple(
+        exact if bound == 0 else int(np.count_nonzero((values <= bound) & (values >= -bound)))
+        for bound in eps
+    )
+
+
+def _zero_slices(nonzero: np.ndarray, axis: int) -> tuple[int | None, int | None]:
+    """(slices along ``axis``, slices entirely exactly zero); None for scalars and vectors."""
+    if nonzero.ndim < 2:
         return None, None
-    moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
-    return int(moved.shape[0]), int(np.count_nonzero(~moved.any(axis=1)))
+    axis %= nonzero.ndim
+    others = tuple(a for a in range(nonzero.ndim) if a != axis)
+    return int(nonzero.shape[axis]), int(np.count_nonzero(~nonzero.any(axis=others)))

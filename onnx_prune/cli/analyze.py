@@ -27,6 +27,8 @@ from onnx_prune.cli import (
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import PRESETS
 from onnx_prune.jsondoc import analysis_document
+from onnx_prune.plot import plot_analysis
+from onnx_prune.probes import DEFAULT_TILE
 from onnx_prune.report.analysis import format_analysis
 
 if TYPE_CHECKING:
@@ -122,7 +124,9 @@ def run_analysis(args: argparse.Namespace, console: Console) -> Analysis:
             rate = f"{done / elapsed:.1f} samples/s" if elapsed else ""
             bar.update(task, completed=done, total=total or None, rate=rate)
 
-        return analyze_model(model, calibration, eps=args.eps, progress=progress)
+        return analyze_model(
+            model, calibration, eps=args.eps, tile=args.tile, bits=args.bits, progress=progress
+        )
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -132,6 +136,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(format_analysis(analysis))
     if args.json:
         write_json(analysis_document(analysis), args.json)
+    if args.plot:
+        path = plot_analysis(analysis, analysis.bandwidth, args.plot)
+        if args.json != "-":
+            console.print(f"figures written to {path}")
     return 0
 
 
@@ -149,5 +157,16 @@ def add_parser(commands: Subparsers) -> None:
         default=DEFAULT_EPS,
         help="comma list of ε (default 0,0.1,0.2,0.3,0.4,0.5): |x| <= ε counts as zero",
     )
+    parser.add_argument(
+        "--bits",
+        type=positive_int,
+        help="count every tensor at N bits (16: the paper's accounting)",
+    )
+    parser.add_argument(
+        "--tile", type=parse_size, default=DEFAULT_TILE, help="tile HxW for tile pruning (8x8)"
+    )
     parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
+    parser.add_argument(
+        "--plot", type=Path, metavar="PNG", help="draw the paper's figures (needs matplotlib)"
+    )
     parser.set_defaults(handler=run)

@@ -13,6 +13,7 @@ from rich.text import Text
 from onnx_prune.analysis import Analysis
 from onnx_prune.calibrate import TensorStats
 from onnx_prune.report import eps_label, format_random_banner, format_shape, percent
+from onnx_prune.report.bandwidth import format_bandwidth
 from onnx_prune.summary import MapSummary
 
 MAX_SAMPLE_ROWS = 10
@@ -36,6 +37,7 @@ def format_analysis(analysis: Analysis) -> RenderableType:
     parts.append(format_layers(analysis))
     parts.append(format_summary(analysis))
     parts.append(format_samples(analysis))
+    parts.append(format_bandwidth(analysis.bandwidth))
     parts.append(format_paper_comparison(analysis))
     return Group(*[part for part in parts if not (isinstance(part, Text) and not part.plain)])
 

@@ -1,0 +1,149 @@
+"""Figures like the paper's, in one PNG: Fig 3 (sparsity vs ε), Fig 5 (per-layer load with and
+without pruning) and, given accuracy results, Table 3 (top-1, agreement and load saved vs ε).
+
+matplotlib is an optional extra (``pip install 'onnx-prune[plot]'``), imported only when a figure
+is drawn. The figure is drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, never through
+pyplot, so no global backend or figure state is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from onnx_prune.bandwidth import GRANULARITIES, BandwidthReport
+from onnx_prune.errors import MissingExtraError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from onnx_prune.analysis import Analysis
+
+INSTALL_HINT = "pip install 'onnx-prune[plot]'"
+
+
+class AccuracyPoint(Protocol):
+    """One ε of an accuracy sweep (``accuracy.EpsAccuracy`` has these fields)."""
+
+    @property
+    def eps(self) -> float:
+        """The ε pruned at."""
+
+    @property
+    def top1(self) -> float | None:
+        """Top-1 accuracy as a fraction, None without labels."""
+
+    @property
+    def agreement(self) -> float:
+        """The share of samples whose top-1 equals the unpruned model's."""
+
+    @property
+    def saved_fraction(self) -> float:
+        """The share of IFM values that pruning skipped."""
+
+
+def plot_analysis(
+    analysis: Analysis,
+    bandwidth: BandwidthReport,
+    out_path: Path,
+    *,
+    accuracy: Sequence[AccuracyPoint] | None = None,
+) -> Path:
+    """Draw the paper's figures for ``analysis`` into the PNG ``out_path`` and return it."""
+    figure = _new_figure(rows=3 if accuracy else 2)
+    grid = figure.add_gridspec(3 if accuracy else 2, 2)
+    _plot_sparsity(figure.add_subplot(grid[0, 0]), analysis)
+    _plot_saved(figure.add_subplot(grid[0, 1]), bandwidth)
+    if accuracy:
+        _plot_accuracy(figure.add_subplot(grid[1, :]), accuracy)
+    _plot_layer_loads(figure.add_subplot(grid[-1, :]), bandwidth)
+    figure.suptitle(Path(analysis.model).name + _random_note(analysis))
+    figure.savefig(out_path, dpi=100)
+    return out_path
+
+
+def _new_figure(*, rows: int) -> Figure:
+    """A figure on the Agg canvas; raises MissingExtraError without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise MissingExtraError(f"plotting needs matplotlib: {INSTALL_HINT}") from error
+    figure = Figure(figsize=(12, 4.2 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _random_note(analysis: Analysis) -> str:
+    return " (RANDOM WEIGHTS)" if analysis.random_weights else ""
+
+
+def _percent(values: Sequence[float]) -> list[float]:
+    return [100 * value for value in values]
+
+
+def _plot_sparsity(axes: Axes, analysis: Analysis) -> None:
+    """Fig 3: the share of feature-map values within ε, layer mean and weighted."""
+    eps = analysis.activations.eps
+    summary = analysis.summary
+    for name, figures in (("OFM", summary.ofm), ("IFM", summary.ifm)):
+        style = "-" if name == "OFM" else "--"
+        axes.plot(eps, _percent(figures.paper_mean), style, marker="o", label=f"{name} layer mean")
+        axes.plot(eps, _percent(figures.weighted), style, marker="s", label=f"{name} weighted")
+    axes.set(xlabel="ε", ylabel="values within ε (%)", title="Feature-map sparsity (Fig 3)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+
+
+def _plot_saved(axes: Axes, bandwidth: BandwidthReport) -> None:
+    """The IFM load saved by channel, tile and element pruning, and MACs skipped, against ε."""
+    total = bandwidth.total
+    for granularity, marker in zip(GRANULARITIES, "os^", strict=True):
+        shares = _percent(total.ifm_saved_share(granularity))
+        axes.plot(bandwidth.eps, shares, marker=marker, label=f"IFM load saved, {granularity}")
+    skipped = _percent(total.macs_skipped_share())
+    axes.plot(bandwidth.eps, skipped, ":", marker="x", label="MACs skipped, channel")
+    axes.set(xlabel="ε", ylabel="% of IFM bytes / MACs", title="Dynamic pruning savings")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+
+
+def _plot_accuracy(axes: Axes, accuracy: Sequence[AccuracyPoint]) -> None:
+    """Table 3: top-1 and agreement (left axis) and load saved (right axis) against ε."""
+    eps = [point.eps for point in accuracy]
+    top1 = [point.top1 for point in accuracy]
+    if all(value is not None for value in top1):
+        axes.plot(eps, [100 * (v or 0.0) for v in top1], marker="o", label="top-1")
+    axes.plot(eps, [100 * p.agreement for p in accuracy], marker="s", label="agreement")
+    axes.set(xlabel="ε", ylabel="%", title="Accuracy under ε-pruning (Table 3)")
+    axes.grid(alpha=0.3)
+    saved = axes.twinx()
+    saved.plot(
+        eps,
+        [100 * p.saved_fraction for p in accuracy],
+        "k:",
+        marker="^",
+        label="IFM load saved (right)",
+    )
+    saved.set_ylabel("IFM load saved (%)")
+    lines = axes.get_lines() + saved.get_lines()
+    axes.legend(lines, [str(line.get_label()) for line in lines], loc="best", fontsize="small")
+
+
+def _plot_layer_loads(axes: Axes, bandwidth: BandwidthReport) -> None:
+    """Fig 5: each layer's IFM load without and with channel pruning, at ε = 0 if measured."""
+    index = bandwidth.eps.index(0.0) if 0.0 in bandwidth.eps else 0
+    positions = list(range(len(bandwidth.layers)))
+    loads = [layer.bytes.ifm / 1000 for layer in bandwidth.layers]
+    pruned = [(layer.bytes.ifm - layer.saved.channel[index]) / 1000 for layer in bandwidth.layers]
+    axes.bar([p - 0.2 for p in positions], loads, width=0.4, label="without pruning")
+    axes.bar([p + 0.2 for p in positions], pruned, width=0.4, label="with channel pruning")
+    widths = f"{bandwidth.bits}-bit" if bandwidth.bits else "dtype"
+    axes.set(
+        xlabel="compute layer",
+        ylabel=f"IFM load per sample (kB, {widths})",
+        title=f"Per-layer feature-map load at ε={bandwidth.eps[index]:g} (Fig 5)",
+    )
+    axes.legend(fontsize="small")
