@@ -243,7 +243,8 @@ PLAIN_SCRIPT = textwrap.dedent(
     def load(path):
         image = Image.open(path).convert("RGB")
         scale = 256 / min(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        size = (round(image.width * scale), round(image.height * scale))
+        image = image.resize(size, Image.BILINEAR)
         left, top = (image.width - 224) // 2, (image.height - 224) // 2
         pixels = np.asarray(image.crop((left, top, left + 224, top + 224)), np.float32)
         return ((pixels - 127) / 128).transpose(2, 0, 1)
