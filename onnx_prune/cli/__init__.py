@@ -69,9 +69,9 @@ def write_json(document: Document, destination: str) -> None:
 
 
 def _commands() -> list[ModuleType]:
-    from onnx_prune.cli import analyze, weights
+    from onnx_prune.cli import accuracy, analyze, weights
 
-    return [weights, analyze]
+    return [weights, analyze, accuracy]
 
 
 def build_parser() -> argparse.ArgumentParser:

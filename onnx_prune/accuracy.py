@@ -1,0 +1,562 @@
+"""Accuracy under ε-pruning: the pruned model against labels and against the unpruned model.
+
+One onnxruntime session runs the pruned copy (``pruning.add_pruning``) over the samples in
+batches. Each batch runs once with ε = −1, which prunes nothing and so *is* the unpruned model,
+then once per ε. Only running sums are kept, so memory is constant in the number of samples.
+
+Per ε: top-1/top-5 against labels (fractions of the labelled samples; None without labels),
+agreement (the share of samples whose top-1 equals the unpruned top-1), the mean KL divergence
+KL(unpruned ‖ pruned) of the class distributions, and the share of the compute layers' IFM values
+that pruning skipped. The model's first output is taken as class scores, one row per sample:
+rows that are non-negative and sum to 1 on the first batch are read as probabilities, anything
+else as logits (softmax applied).
+
+Batches: a model whose first input dimension is fixed runs with batches of that size (the last
+one padded with copies and the copies dropped). A model that fails on a batch of several samples
+(e.g. an internal Reshape to ``[1, -1]``) falls back to one sample at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from onnx_prune import runtime
+from onnx_prune.constants import ConstantResolver
+from onnx_prune.errors import InputDataError, UnsupportedModelError
+from onnx_prune.inputs import (
+    Batch,
+    Preprocess,
+    SkippedInput,
+    TensorInputs,
+    check_input_shape,
+    find_images,
+    image_size_for,
+    iter_image_batches,
+    iter_tensor_batches,
+    open_tensor_inputs,
+)
+from onnx_prune.labels import Labels, Sample, check_classes, check_coverage
+from onnx_prune.layers import find_compute_layers
+from onnx_prune.load import LoadedModel, is_random_weights
+from onnx_prune.pruning import Granularity, NotPruned, PrunedModel, add_pruning, count_pruned
+from onnx_prune.runtime import ModelSource, Session, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+UNPRUNED_EPS = -1.0
+"""The ε fed for the unpruned baseline: no |x| is <= a negative number."""
+
+_SMALLEST = float(np.finfo(np.float32).smallest_subnormal)
+
+Array = npt.NDArray[Any]
+Scores = npt.NDArray[np.float64]
+OutputKind = Literal["logits", "probabilities"]
+SessionFactory = Callable[[ModelSource], Session]
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Image files or folders, preprocessed by ``preset`` to ``size`` (None: the model's)."""
+
+    paths: tuple[Path, ...]
+    preset: Preprocess
+    size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    """Ready input tensors in an .npy/.npz file, samples on the first axis."""
+
+    path: Path
+
+
+SampleSource = ImageSource | TensorSource
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Top-1 and top-5 accuracy as fractions of the labelled samples (None without labels)."""
+
+    top1: float | None
+    top5: float | None
+
+
+@dataclass(frozen=True)
+class EpsAccuracy:
+    """The pruned model at one ε against the labels and the unpruned model."""
+
+    eps: float
+    top1: float | None
+    top5: float | None
+    agreement: float
+    kl: float
+    saved_fraction: float
+    pruned_elements: int
+    ifm_elements: int
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """The whole sweep: the unpruned baseline and one result per ε, in the order asked."""
+
+    model: str
+    granularity: Granularity
+    samples: int
+    labelled: int
+    baseline: TopK
+    results: tuple[EpsAccuracy, ...]
+    random_weights: bool
+    output_kind: OutputKind
+    batch_size: int
+    pruned_layers: int
+    skipped_inputs: tuple[SkippedInput, ...] = ()
+    not_pruned: tuple[NotPruned, ...] = ()
+
+    @property
+    def eps(self) -> tuple[float, ...]:
+        """The ε swept, in order."""
+        return tuple(result.eps for result in self.results)
+
+
+def measure_accuracy(
+    loaded: LoadedModel,
+    source: SampleSource,
+    *,
+    eps: Sequence[float] = DEFAULT_EPS,
+    granularity: Granularity = "channel",
+    labels: Labels | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    strict: bool = False,
+    open_session: SessionFactory = runtime.open_session,
+    on_batch: Callable[[int], None] | None = None,
+    model_inputs: bool = False,
+) -> AccuracyReport:
+    """Run the ε sweep of ``loaded`` over the samples of ``source``.
+
+    ``strict`` makes unreadable images and unlabelled samples errors. ``on_batch`` is called
+    with the number of samples done after every batch. ``model_inputs`` also prunes IFMs that
+    are model inputs (the paper prunes only feature maps the network computes).
+    """
+    _check_eps(eps)
+    pruned = _pruned_copy(loaded, granularity, model_inputs=model_inputs)
+    with runtime.model_file(loaded, pruned.model) as model_source:
+        session = open_session(model_source)
+        sweep = _Sweep(session, pruned, tuple(float(e) for e in eps), labels)
+        plan = _plan(
+            session,
+            pruned,
+            source,
+            batch_size=batch_size,
+            limit=limit,
+            labels=labels,
+            strict=strict,
+        )
+        for batch in plan.batches:
+            sweep.add(batch)
+            if on_batch is not None:
+                on_batch(sweep.samples)
+    return sweep.report(loaded, plan.batch_size)
+
+
+def _pruned_copy(
+    loaded: LoadedModel, granularity: Granularity, *, model_inputs: bool
+) -> PrunedModel:
+    scan = find_compute_layers(loaded.model, ConstantResolver(loaded))
+    if not scan.layers:
+        raise UnsupportedModelError(
+            f"{loaded.path} has no compute layer (Conv, Gemm, MatMul with constant weights): "
+            "there is no feature map to prune"
+        )
+    return add_pruning(
+        loaded.model, scan.layers, granularity=granularity, model_inputs=model_inputs
+    )
+
+
+def max_eps_within_budget(report: AccuracyReport, max_drop: float) -> float | None:
+    """The largest ε whose top-1 drop (agreement drop without labels) is at most ``max_drop``.
+
+    ``max_drop`` is in percentage points; None when no ε is within it.
+    """
+    within = [result.eps for result in report.results if _drop(report, result) <= max_drop + 1e-9]
+    return max(within) if within else None
+
+
+def accuracy_drop(report: AccuracyReport, result: EpsAccuracy) -> float | None:
+    """Top-1 of the unpruned model minus top-1 at ``result``'s ε, in percentage points."""
+    if report.baseline.top1 is None or result.top1 is None:
+        return None
+    return 100.0 * (report.baseline.top1 - result.top1)
+
+
+def _drop(report: AccuracyReport, result: EpsAccuracy) -> float:
+    drop = accuracy_drop(report, result)
+    return 100.0 * (1.0 - result.agreement) if drop is None else drop
+
+
+def _check_eps(eps: Sequence[float]) -> None:
+    if not eps:
+        raise InputDataError("no ε given: give one or more with --eps (for example 0,0.1)")
+    if any(not np.isfinite(value) or value < 0 for value in eps):
+        raise InputDataError(f"ε must be finite and >= 0, got {list(eps)}: fix --eps")
+
+
+# --- samples ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    batches: Iterator[_Samples]
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """One batch as fed: ``feeds`` may hold padding rows after the first ``count``."""
+
+    feeds: Mapping[str, Array]
+    samples: tuple[Sample, ...]
+    skipped: tuple[SkippedInput, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
+
+
+def _plan(
+    session: Session,
+    pruned: PrunedModel,
+    source: SampleSource,
+    *,
+    batch_size: int,
+    limit: int | None,
+    labels: Labels | None,
+    strict: bool,
+) -> _Plan:
+    """The batches to run, checked against the model's inputs, with the labels checked first."""
+    # IR-3 models list initializers as inputs, and onnxruntime reports them as such.
+    constants = {tensor.name for tensor in pruned.model.graph.initializer} | {pruned.eps_input}
+    specs = [spec for spec in session.inputs() if spec.name not in constants]
+    fixed = _fixed_batch(specs)
+    size = fixed or batch_size
+    if isinstance(source, ImageSource):
+        if labels is not None:
+            _check_labels(labels, source, find_images(source.paths)[:limit], strict=strict)
+        batches = _image_batches(specs, source, size, limit, strict=strict)
+    else:
+        inputs = open_tensor_inputs(source.path, [spec.name for spec in specs])
+        if labels is not None:
+            count = inputs.count if limit is None else min(limit, inputs.count)
+            _check_labels(labels, source, range(count), strict=strict)
+        batches = _tensor_batches(specs, inputs, size, limit)
+    is_image = isinstance(source, ImageSource)
+    return _Plan((_fed(batch, specs, fixed, is_image=is_image) for batch in batches), size)
+
+
+def _fixed_batch(specs: Sequence[TensorSpec]) -> int | None:
+    for spec in specs:
+        first = spec.shape[0] if spec.shape else None
+        if isinstance(first, int) and not isinstance(first, bool) and first > 0:
+            return first
+    return None
+
+
+def _check_labels(
+    labels: Labels, source: SampleSource, candidates: Sequence[Sample], *, strict: bool
+) -> None:
+    if isinstance(source, TensorSource) and labels.kind == "tree":
+        raise InputDataError(
+            f"{labels.source} labels images by folder, but the samples come from --inputs: "
+            "give a CSV of sample_index,class_index"
+        )
+    coverage = check_coverage(labels, candidates, strict=strict)
+    if coverage.unlabelled:
+        logger.warning(
+            "%d of %d samples have no label in %s: they count for agreement only",
+            coverage.unlabelled,
+            coverage.samples,
+            labels.source,
+        )
+
+
+def _image_batches(
+    specs: Sequence[TensorSpec], source: ImageSource, size: int, limit: int | None, *, strict: bool
+) -> Iterator[Batch]:
+    if len(specs) != 1:
+        names = ", ".join(f"'{spec.name}'" for spec in specs)
+        raise InputDataError(
+            f"the model has {len(specs)} inputs ({names}); images feed one-input models only: "
+            "give tensors with --inputs FILE.npz"
+        )
+    (spec,) = specs
+    image_size = image_size_for(spec.shape, source.size, name=spec.name)
+    return iter_image_batches(
+        source.paths,
+        source.preset,
+        image_size,
+        size,
+        input_name=spec.name,
+        strict=strict,
+        limit=limit,
+    )
+
+
+def _tensor_batches(
+    specs: Sequence[TensorSpec], inputs: TensorInputs, size: int, limit: int | None
+) -> Iterator[Batch]:
+    start = 0
+    for batch in iter_tensor_batches(inputs, size, limit=limit):
+        arrays = {spec.name: _as_type(batch.arrays[spec.name], spec) for spec in specs}
+        yield Batch(arrays, tuple(str(index) for index in range(start, start + batch.size)))
+        start += batch.size
+
+
+def _as_type(array: Array, spec: TensorSpec) -> Array:
+    same_kind = array.dtype.kind == "f" and spec.dtype.kind == "f"
+    return array.astype(spec.dtype) if same_kind and array.dtype != spec.dtype else array
+
+
+def _fed(
+    batch: Batch, specs: Sequence[TensorSpec], fixed: int | None, *, is_image: bool
+) -> _Samples:
+    """The batch checked against the model's input shapes, padded to a fixed batch size."""
+    arrays = dict(batch.arrays)
+    if fixed is not None and batch.size < fixed:
+        arrays = {name: _pad(array, fixed) for name, array in arrays.items()}
+    for spec in specs:
+        check_input_shape(spec.name, spec.shape, tuple(arrays[spec.name].shape))
+    samples: tuple[Sample, ...]
+    samples = tuple(Path(name) if is_image else int(name) for name in batch.names)
+    return _Samples(arrays, samples, batch.skipped)
+
+
+def _pad(array: Array, size: int) -> Array:
+    copies = np.repeat(array[-1:], size - len(array), axis=0)
+    return np.concatenate([array, copies], axis=0)
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Totals:
+    """Running sums for one ε (mutable, private to the sweep)."""
+
+    top1: int = 0
+    top5: int = 0
+    agree: int = 0
+    kl: float = 0.0
+    pruned: int = 0
+    elements: int = 0
+
+
+@dataclass
+class _State:
+    samples: int = 0
+    labelled: int = 0
+    top1: int = 0
+    top5: int = 0
+    output_kind: OutputKind | None = None
+    skipped: list[SkippedInput] = field(default_factory=list)
+
+
+class _Sweep:
+    """Runs batches through the pruned session and keeps running sums per ε."""
+
+    def __init__(
+        self,
+        session: Session,
+        pruned: PrunedModel,
+        eps: tuple[float, ...],
+        labels: Labels | None,
+    ) -> None:
+        self._session = session
+        self._pruned = pruned
+        self._eps = eps
+        self._labels = labels
+        self._output = pruned.model.graph.output[0].name
+        self._counted = [
+            name for tensor in pruned.tensors for name in (tensor.count_output, tensor.shape_output)
+        ]
+        self._totals = [_Totals() for _ in eps]
+        self._state = _State()
+        self._single = False
+        self._proven = False
+
+    @property
+    def samples(self) -> int:
+        """Samples measured so far."""
+        return self._state.samples
+
+    def add(self, batch: _Samples) -> None:
+        """Measure one batch at every ε (one sample at a time once batches have failed)."""
+        self._state.skipped.extend(batch.skipped)
+        if self._single:
+            self._add_singly(batch)
+            return
+        try:
+            self._measure(batch)
+        except UnsupportedModelError as error:
+            if self._proven or batch.count < 2:
+                raise
+            logger.warning(
+                "batches of %d fail (%s): running one sample at a time", batch.count, error
+            )
+            self._single = True
+            self._add_singly(batch)
+        self._proven = self._proven or batch.count > 1
+
+    def _add_singly(self, batch: _Samples) -> None:
+        for row in range(batch.count):
+            feeds = {name: array[row : row + 1] for name, array in batch.feeds.items()}
+            self._measure(_Samples(feeds, batch.samples[row : row + 1], ()))
+
+    def _measure(self, batch: _Samples) -> None:
+        baseline = self._scores(self._run([self._output], batch, UNPRUNED_EPS)[0], batch.count)
+        log_reference = self._log_reference(baseline)
+        truth = self._truth(batch)
+        reference = np.argmax(baseline, axis=1)
+        results = [self._run([self._output, *self._counted], batch, e) for e in self._eps]
+        self._add_baseline(baseline, truth)
+        for totals, outputs in zip(self._totals, results, strict=True):
+            scores = self._scores(outputs[0], batch.count)
+            _add_topk(totals, scores, truth)
+            totals.agree += int(np.count_nonzero(np.argmax(scores, axis=1) == reference))
+            totals.kl += float(np.sum(_kl(log_reference, self._log_probabilities(scores))))
+            self._add_counts(totals, outputs[1:], batch.count)
+
+    def _run(self, outputs: list[str], batch: _Samples, eps: float) -> list[Array]:
+        feeds = {**batch.feeds, self._pruned.eps_input: np.array(eps, dtype=np.float32)}
+        return self._session.run(outputs, feeds)
+
+    def _scores(self, output: Array, count: int) -> Scores:
+        rows = np.asarray(output, dtype=np.float64)
+        if rows.ndim == 1 and count == 1:
+            rows = rows.reshape(1, -1)
+        if rows.ndim < 2 or rows.shape[0] < count:
+            raise UnsupportedModelError(
+                f"the model's first output '{self._output}' has shape {list(rows.shape)}, not "
+                "one row of class scores per sample: accuracy needs a classifier"
+            )
+        scores = rows[:count].reshape(count, -1)
+        if scores.shape[1] < 2:
+            raise UnsupportedModelError(
+                f"the model's first output '{self._output}' has one value per sample: "
+                "accuracy needs a classifier's class scores"
+            )
+        return scores
+
+    def _log_reference(self, baseline: Scores) -> Scores:
+        """Log-probabilities of the unpruned model; the first batch decides the output kind."""
+        if self._state.output_kind is None:
+            self._state.output_kind = _output_kind(baseline)
+            if self._labels is not None:
+                check_classes(self._labels, baseline.shape[1])
+        return self._log_probabilities(baseline)
+
+    def _log_probabilities(self, scores: Scores) -> Scores:
+        if self._state.output_kind == "probabilities":
+            # A float32 probability that underflowed to 0 was below the smallest subnormal.
+            return np.asarray(np.log(np.clip(scores, _SMALLEST, None)), dtype=np.float64)
+        shifted = scores - np.max(scores, axis=1, keepdims=True)
+        logs: Scores = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+        return logs
+
+    def _truth(self, batch: _Samples) -> npt.NDArray[np.int64]:
+        if self._labels is None:
+            return np.full(batch.count, -1, dtype=np.int64)
+        found = [self._labels.label_for(sample) for sample in batch.samples]
+        return np.array([-1 if label is None else label for label in found], dtype=np.int64)
+
+    def _add_baseline(self, baseline: Scores, truth: npt.NDArray[np.int64]) -> None:
+        totals = _Totals()
+        _add_topk(totals, baseline, truth)
+        self._state.samples += len(truth)
+        self._state.labelled += int(np.count_nonzero(truth >= 0))
+        self._state.top1 += totals.top1
+        self._state.top5 += totals.top5
+
+    def _add_counts(self, totals: _Totals, outputs: Sequence[Array], count: int) -> None:
+        granularity = self._pruned.granularity
+        for index, tensor in enumerate(self._pruned.tensors):
+            counts, shape = outputs[2 * index], outputs[2 * index + 1]
+            counted = count_pruned(tensor, granularity, counts, shape, samples=count)
+            totals.pruned += counted.pruned * len(tensor.layers)
+            totals.elements += counted.elements * len(tensor.layers)
+
+    def report(self, loaded: LoadedModel, batch_size: int) -> AccuracyReport:
+        """The frozen result of everything measured so far."""
+        state = self._state
+        if state.samples == 0:
+            raise InputDataError("no sample was measured: give images or tensors to run")
+        return AccuracyReport(
+            model=str(loaded.path),
+            granularity=self._pruned.granularity,
+            samples=state.samples,
+            labelled=state.labelled,
+            baseline=TopK(*_fractions(state.top1, state.top5, state.labelled)),
+            results=tuple(
+                _result(e, totals, state) for e, totals in zip(self._eps, self._totals, strict=True)
+            ),
+            random_weights=is_random_weights(loaded.model),
+            output_kind=state.output_kind or "logits",
+            batch_size=1 if self._single else batch_size,
+            pruned_layers=sum(len(tensor.layers) for tensor in self._pruned.tensors),
+            skipped_inputs=tuple(state.skipped),
+            not_pruned=self._pruned.not_pruned,
+        )
+
+
+def _result(eps: float, totals: _Totals, state: _State) -> EpsAccuracy:
+    top1, top5 = _fractions(totals.top1, totals.top5, state.labelled)
+    return EpsAccuracy(
+        eps=eps,
+        top1=top1,
+        top5=top5,
+        agreement=totals.agree / state.samples,
+        kl=totals.kl / state.samples,
+        saved_fraction=totals.pruned / totals.elements if totals.elements else 0.0,
+        pruned_elements=totals.pruned,
+        ifm_elements=totals.elements,
+    )
+
+
+def _fractions(top1: int, top5: int, labelled: int) -> tuple[float | None, float | None]:
+    if labelled == 0:
+        return None, None
+    return top1 / labelled, top5 / labelled
+
+
+def _add_topk(totals: _Totals, scores: Scores, truth: npt.NDArray[np.int64]) -> None:
+    labelled = truth >= 0
+    if not np.any(labelled):
+        return
+    rows, labels = scores[labelled], truth[labelled]
+    totals.top1 += int(np.count_nonzero(np.argmax(rows, axis=1) == labels))
+    k = min(5, rows.shape[1])
+    best = np.argpartition(-rows, k - 1, axis=1)[:, :k]
+    totals.top5 += int(np.count_nonzero(np.any(best == labels[:, None], axis=1)))
+
+
+def _output_kind(scores: Scores) -> OutputKind:
+    sums = np.sum(scores, axis=1)
+    if np.all(scores >= 0) and np.allclose(sums, 1.0, atol=1e-3):
+        return "probabilities"
+    return "logits"
+
+
+def _kl(log_reference: Scores, log_pruned: Scores) -> Scores:
+    """KL(p ‖ q) per row from log p and log q; terms where p is 0 contribute 0."""
+    with np.errstate(invalid="ignore"):
+        reference = np.exp(log_reference)
+        terms = np.where(reference > 0, reference * (log_reference - log_pruned), 0.0)
+    rows: Scores = np.sum(terms, axis=1)
+    return rows

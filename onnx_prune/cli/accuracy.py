@@ -1,0 +1,145 @@
+"""``onnx-prune accuracy``: top-1/top-5, agreement and load saved under ε-pruning, per ε.
+
+Samples come from ``--images`` or ``--inputs``; without either, from ``--labels`` when that is a
+folder of WordNet-id subfolders, else (for the embedded model only) from the embedded photos.
+Without ``--preset`` the embedded model uses ``efficientnet-lite`` and any other model
+``imagenet``. The sample flags are ``analyze``'s; ``--strict`` also makes an unlabelled sample an
+error when ``--labels`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+
+from onnx_prune.accuracy import (
+    DEFAULT_EPS,
+    ImageSource,
+    SampleSource,
+    TensorSource,
+    measure_accuracy,
+)
+from onnx_prune.cli import (
+    DEFAULT_IMAGES,
+    DEFAULT_MODEL,
+    model_argument,
+    parse_eps,
+    resolve_model,
+    write_json,
+)
+from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, add_calibration_arguments
+from onnx_prune.errors import InputDataError
+from onnx_prune.inputs import get_preset
+from onnx_prune.labels import Labels, image_files, load_labels
+from onnx_prune.load import load_model
+from onnx_prune.pruning import GRANULARITIES
+from onnx_prune.report.accuracy import accuracy_document, format_accuracy
+
+if TYPE_CHECKING:
+    from onnx_prune.cli import Subparsers
+
+OTHER_MODELS_PRESET = "imagenet"
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """``onnx-prune accuracy``: the ε sweep over labelled (or unlabelled) samples."""
+    model = resolve_model(args.model)
+    loaded = load_model(model)
+    labels = load_labels(args.labels) if args.labels is not None else None
+    source = _source(args, labels, embedded=model == DEFAULT_MODEL)
+    with _progress(quiet=args.json == "-") as progress:
+        task = progress.add_task("pruned runs", total=None, done=0)
+        report = measure_accuracy(
+            loaded,
+            source,
+            eps=args.eps,
+            granularity=args.granularity,
+            labels=labels,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            strict=args.strict,
+            on_batch=lambda done: progress.update(task, done=done),
+        )
+    if args.json != "-":
+        console.print(format_accuracy(report, max_drop=args.max_top1_drop))
+    if args.json:
+        write_json(accuracy_document(report, max_drop=args.max_top1_drop), args.json)
+    return 0
+
+
+def _source(args: argparse.Namespace, labels: Labels | None, *, embedded: bool) -> SampleSource:
+    if args.inputs is not None:
+        return TensorSource(args.inputs)
+    preset = get_preset(args.preset or (DEFAULT_MODEL_PRESET if embedded else OTHER_MODELS_PRESET))
+    if args.images:
+        return ImageSource(tuple(args.images), preset, args.size)
+    if labels is not None and labels.kind == "tree":
+        return ImageSource(tuple(image_files(labels)), preset, args.size)
+    if embedded:
+        return ImageSource((DEFAULT_IMAGES,), preset, args.size)
+    raise InputDataError(
+        "no samples: give --images DIR|FILE..., --inputs X.npz, or --labels DIR with "
+        "WordNet-id subfolders holding the images"
+    )
+
+
+def _progress(*, quiet: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}: {task.fields[done]} samples"),
+        console=Console(stderr=True),
+        transient=True,
+        disable=quiet,
+    )
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}' must be a finite number >= 0")
+    return value
+
+
+def add_parser(commands: Subparsers) -> None:
+    """Register ``accuracy``."""
+    parser = commands.add_parser(
+        "accuracy",
+        help="top-1/top-5 and agreement with the unpruned model under ε-pruning, per ε",
+    )
+    model_argument(parser)
+    add_calibration_arguments(parser)
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="FILE|DIR",
+        help="CSV of name,class_index, or a folder of WordNet-id subfolders (then the images "
+        "may come from it); with --strict every sample needs a label",
+    )
+    parser.add_argument(
+        "--eps",
+        type=parse_eps,
+        default=DEFAULT_EPS,
+        help="comma list of ε (default 0,0.1,0.2,0.3,0.4,0.5): values with |x| <= ε are pruned",
+    )
+    parser.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        default="channel",
+        help="prune whole channels (default, as the paper) or single values",
+    )
+    parser.add_argument(
+        "--max-top1-drop",
+        type=_non_negative,
+        metavar="PCT",
+        help="name the largest ε whose top-1 drop (agreement drop without labels) is within "
+        "PCT percentage points",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
+    parser.set_defaults(handler=run)

@@ -1,0 +1,147 @@
+"""The ``accuracy`` report: one row per ε (and the unpruned model), the budget line, the JSON."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from onnx_prune.accuracy import (
+    AccuracyReport,
+    EpsAccuracy,
+    accuracy_drop,
+    max_eps_within_budget,
+)
+from onnx_prune.jsondoc import SCHEMA_VERSION, Document
+from onnx_prune.report import format_random_banner
+
+
+def format_accuracy(report: AccuracyReport, *, max_drop: float | None = None) -> RenderableType:
+    """The ε table, the budget line when ``max_drop`` (percentage points) is given, and notes."""
+    parts: list[RenderableType] = []
+    if report.random_weights:
+        parts.append(format_random_banner(True))
+    parts.append(_table(report))
+    if max_drop is not None:
+        parts.append(format_budget(report, max_drop))
+    parts.extend(_notes(report))
+    return Group(*parts)
+
+
+def _table(report: AccuracyReport) -> Table:
+    title = f"Accuracy under ε-pruning ({report.granularity} granularity): {report.model}"
+    table = Table(title=title, title_justify="left", caption=_caption(report))
+    table.caption_justify = "left"
+    table.add_column("ε", justify="right")
+    table.add_column("top-1 %", justify="right")
+    table.add_column("Δtop-1 pp", justify="right")
+    table.add_column("top-5 %", justify="right")
+    table.add_column("agreement %", justify="right")
+    table.add_column("KL", justify="right")
+    table.add_column("load saved %", justify="right")
+    baseline = report.baseline
+    table.add_row(
+        "unpruned", _percent(baseline.top1), "", _percent(baseline.top5), "100.00", "0", "0.00"
+    )
+    for result in report.results:
+        table.add_row(*_cells(report, result))
+    return table
+
+
+def _caption(report: AccuracyReport) -> str:
+    labelled = f"{report.labelled} labelled" if report.labelled else "no labels"
+    return (
+        f"{report.samples} samples ({labelled}); {report.pruned_layers} layers pruned at their "
+        f"input; output read as {report.output_kind}; KL(unpruned ‖ pruned) in nats"
+    )
+
+
+def _cells(report: AccuracyReport, result: EpsAccuracy) -> list[str]:
+    drop = accuracy_drop(report, result)
+    return [
+        f"{result.eps:g}",
+        _percent(result.top1),
+        "-" if drop is None else f"{0.0 - drop:+.2f}".replace("-0.00", "+0.00"),
+        _percent(result.top5),
+        f"{100 * result.agreement:.2f}",
+        f"{result.kl:.4f}",
+        f"{100 * result.saved_fraction:.2f}",
+    ]
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.2f}"
+
+
+def format_budget(report: AccuracyReport, max_drop: float) -> Text:
+    """The largest ε whose top-1 drop (agreement drop without labels) stays within ``max_drop``."""
+    measure = "top-1 drop" if report.baseline.top1 is not None else "agreement drop (no labels)"
+    best = max_eps_within_budget(report, max_drop)
+    if best is None:
+        return Text(f"No ε keeps the {measure} within {max_drop:g} points", style="bold red")
+    saved = next(result for result in report.results if result.eps == best).saved_fraction
+    return Text(
+        f"Largest ε within a {max_drop:g}-point {measure}: {best:g} "
+        f"(load saved {100 * saved:.2f}%)",
+        style="bold",
+    )
+
+
+def _notes(report: AccuracyReport) -> list[RenderableType]:
+    notes: list[RenderableType] = []
+    unlabelled = report.samples - report.labelled
+    if report.labelled and unlabelled:
+        notes.append(
+            Text(f"{unlabelled} of {report.samples} samples have no label: not in top-1/top-5")
+        )
+    if report.skipped_inputs:
+        names = ", ".join(item.name for item in report.skipped_inputs[:3])
+        more = len(report.skipped_inputs) - 3
+        names += f" and {more} more" if more > 0 else ""
+        count = len(report.skipped_inputs)
+        notes.append(Text(f"skipped {count} unreadable input{'s' * (count != 1)}: {names}"))
+    for item in report.not_pruned:
+        notes.append(Text(f"not pruned: '{item.tensor}' ({item.reason})"))
+    return notes
+
+
+def accuracy_document(report: AccuracyReport, *, max_drop: float | None = None) -> Document:
+    """The ``--json`` document of ``accuracy`` (schema_version 1)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": report.model,
+        "random_weights": report.random_weights,
+        "granularity": report.granularity,
+        "eps": list(report.eps),
+        "samples": report.samples,
+        "labelled": report.labelled,
+        "output_kind": report.output_kind,
+        "batch_size": report.batch_size,
+        "pruned_layers": report.pruned_layers,
+        "baseline": {"top1": report.baseline.top1, "top5": report.baseline.top5},
+        "results": [_result_document(result) for result in report.results],
+        "max_top1_drop": max_drop,
+        "max_eps_within_budget": (
+            None if max_drop is None else max_eps_within_budget(report, max_drop)
+        ),
+        "skipped_inputs": [
+            {"name": item.name, "reason": item.reason} for item in report.skipped_inputs
+        ],
+        "not_pruned": [
+            {"tensor": item.tensor, "layers": list(item.layers), "reason": item.reason}
+            for item in report.not_pruned
+        ],
+    }
+
+
+def _result_document(result: EpsAccuracy) -> Document:
+    return {
+        "eps": result.eps,
+        "top1": result.top1,
+        "top5": result.top5,
+        "agreement": result.agreement,
+        "kl": result.kl,
+        "saved_fraction": result.saved_fraction,
+        "pruned_elements": result.pruned_elements,
+        "ifm_elements": result.ifm_elements,
+    }
