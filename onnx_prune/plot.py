@@ -147,3 +147,14 @@ def _plot_layer_loads(axes: Axes, bandwidth: BandwidthReport) -> None:
         title=f"Per-layer feature-map load at ε={bandwidth.eps[index]:g} (Fig 5)",
     )
     axes.legend(fontsize="small")
+
+
+def plot_accuracy(
+    points: Sequence[AccuracyPoint], out_path: Path, *, title: str, random_weights: bool = False
+) -> Path:
+    """Draw Table 3 alone (top-1, agreement and load saved against ε) into ``out_path``."""
+    figure = _new_figure(rows=1)
+    _plot_accuracy(figure.add_subplot(1, 1, 1), points)
+    figure.suptitle(title + (" (RANDOM WEIGHTS)" if random_weights else ""))
+    figure.savefig(out_path, dpi=100)
+    return out_path

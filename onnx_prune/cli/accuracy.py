@@ -36,6 +36,7 @@ from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import get_preset
 from onnx_prune.labels import Labels, image_files, load_labels
 from onnx_prune.load import load_model
+from onnx_prune.plot import plot_accuracy
 from onnx_prune.pruning import GRANULARITIES
 from onnx_prune.report.accuracy import accuracy_document, format_accuracy
 
@@ -68,6 +69,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(format_accuracy(report, max_drop=args.max_top1_drop))
     if args.json:
         write_json(accuracy_document(report, max_drop=args.max_top1_drop), args.json)
+    if args.plot:
+        title = f"{Path(report.model).name}: {report.granularity} pruning"
+        plot_accuracy(report.results, args.plot, title=title, random_weights=report.random_weights)
+        if args.json != "-":
+            console.print(f"figure written to {args.plot}")
     return 0
 
 
@@ -142,4 +148,7 @@ def add_parser(commands: Subparsers) -> None:
         "PCT percentage points",
     )
     parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
+    parser.add_argument(
+        "--plot", type=Path, metavar="PNG", help="draw top-1/agreement and load saved against ε"
+    )
     parser.set_defaults(handler=run)
