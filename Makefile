@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 ## demo: the whole analysis of the embedded EfficientNet-Lite0 over the embedded photos
 demo: $(STAMP)
 	$(BIN)/onnx-prune weights
-	$(BIN)/onnx-prune analyze
+	$(BIN)/onnx-prune analyze --plot docs/figures/analysis.png
+	$(BIN)/onnx-prune accuracy --plot docs/figures/accuracy.png
 
 ## test: everything CI runs: format check, lint, strict types, the test suite
 test: check

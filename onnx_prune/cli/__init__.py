@@ -69,9 +69,9 @@ def write_json(document: Document, destination: str) -> None:
 
 
 def _commands() -> list[ModuleType]:
-    from onnx_prune.cli import accuracy, analyze, weights
+    from onnx_prune.cli import accuracy, analyze, convert, weights
 
-    return [weights, analyze, accuracy]
+    return [weights, analyze, accuracy, convert]
 
 
 def build_parser() -> argparse.ArgumentParser:
