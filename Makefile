@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 ## demo: the whole analysis of the embedded EfficientNet-Lite0 over the embedded photos
 demo: $(STAMP)
+	mkdir -p docs/figures
 	$(BIN)/onnx-prune weights
 	$(BIN)/onnx-prune analyze --plot docs/figures/analysis.png
 	$(BIN)/onnx-prune accuracy --plot docs/figures/accuracy.png
