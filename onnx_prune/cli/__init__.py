@@ -69,9 +69,9 @@ def write_json(document: Document, destination: str) -> None:
 
 
 def _commands() -> list[ModuleType]:
-    from onnx_prune.cli import accuracy, analyze, convert, weights
+    from onnx_prune.cli import accuracy, analyze, convert, weights, zoo
 
-    return [weights, analyze, accuracy, convert]
+    return [weights, analyze, accuracy, zoo, convert]
 
 
 def build_parser() -> argparse.ArgumentParser:
