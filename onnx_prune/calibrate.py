@@ -89,7 +89,8 @@ class _Counts:
 
 @dataclass(frozen=True)
 class _BatchCounts:
-    """One batch of one tensor: per-sample arrays [n, len(eps)] and per-batch totals."""
+    """One batch of one tensor: per-sample arrays [n, len(eps)] (zeros, zero channels, saved)
+    and batch totals [len(eps)] (zero tiles, tile-saved elements)."""
 
     shape: tuple[int, ...]
     elements_per_sample: int
@@ -185,24 +186,41 @@ def _count_planes(
     _, channels, height, width = probe.shape
     plane = height * width
     samples = tile_max.shape[0]
-    tile_sizes = _tile_sizes(height, width, tile)
-    channel_max = tile_max.max(axis=(2, 3)) if tile_max.size else tile_max.reshape(samples, 0)
-    within_channel = channel_max[:, :, None] <= eps  # [n, C, k]
-    within_tile = tile_max[..., None] <= eps  # [n, C, TH, TW, k]
+    sizes = _tile_sizes(height, width, tile)
+    channel_max = tile_max.reshape(samples, channels, -1).max(axis=2)
+    zero_channels = np.stack(
+        [np.count_nonzero(channel_max <= bound, axis=1) for bound in eps], axis=1
+    ).astype(np.int64)
+    zero_tiles, tile_saved = _zero_tiles(tile_max, eps, sizes)
     zeros = np.stack([plane * channels - _above_counts(a, plane) for a in above], axis=1)
     return _BatchCounts(
         shape=(channels, height, width),
         elements_per_sample=channels * plane,
         channels=channels,
-        tiles=channels * tile_sizes.size,
+        tiles=channels * sizes.size,
         zeros=zeros,
-        zero_channels=within_channel.sum(axis=1, dtype=np.int64),
-        saved=within_channel.sum(axis=1, dtype=np.int64) * plane,
-        zero_tiles=within_tile.sum(axis=(1, 2, 3), dtype=np.int64),
-        tile_saved=(within_tile * tile_sizes[None, None, :, :, None]).sum(
-            axis=(1, 2, 3), dtype=np.int64
-        ),
+        zero_channels=zero_channels,
+        saved=zero_channels * plane,
+        zero_tiles=zero_tiles,
+        tile_saved=tile_saved,
     )
+
+
+def _zero_tiles(
+    tile_max: np.ndarray, eps: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batch totals per ε: tiles entirely within ε, and the values in them."""
+    uniform = int(sizes.min()) == int(sizes.max())
+    counts: list[int] = []
+    saved: list[int] = []
+    for bound in eps:
+        within = tile_max <= bound
+        counts.append(int(np.count_nonzero(within)))
+        if uniform:
+            saved.append(counts[-1] * int(sizes[0, 0]))
+        else:
+            saved.append(int((np.count_nonzero(within, axis=(0, 1)) * sizes).sum()))
+    return np.asarray(counts, np.int64), np.asarray(saved, np.int64)
 
 
 def _above_counts(share: np.ndarray, plane: int) -> np.ndarray:
@@ -241,8 +259,8 @@ def _count_values(probe: Probe, values: np.ndarray, eps: np.ndarray) -> _BatchCo
         zeros=zeros,
         zero_channels=zero_channels,
         saved=zero_channels * plane,
-        zero_tiles=zero_channels,
-        tile_saved=zero_channels * plane,
+        zero_tiles=zero_channels.sum(axis=0),
+        tile_saved=zero_channels.sum(axis=0) * plane,
     )
 
 
@@ -259,8 +277,8 @@ def _accumulate(totals: _Counts, batch: _BatchCounts) -> None:
     totals.zeros += batch.zeros.sum(axis=0)
     totals.zero_channels += batch.zero_channels.sum(axis=0)
     totals.saved += batch.saved.sum(axis=0)
-    totals.zero_tiles += batch.zero_tiles.sum(axis=0)
-    totals.tile_saved += batch.tile_saved.sum(axis=0)
+    totals.zero_tiles += batch.zero_tiles
+    totals.tile_saved += batch.tile_saved
 
 
 def _samples(
