@@ -37,7 +37,7 @@ import onnx
 from onnx import TensorProto
 
 from onnx_prune.calibrate import ActivationStats, SampleStats, TensorStats
-from onnx_prune.layers import ComputeLayer, node_name
+from onnx_prune.layers import ComputeLayer, NotAnalysed, node_name
 from onnx_prune.weights import LayerWeights, TensorSparsity, WeightReport
 
 Kind = Literal["depthwise", "pointwise", "conv", "fc"]
@@ -175,15 +175,6 @@ class SampleSaving:
     def share(self) -> tuple[float, ...]:
         """Saved values / IFM values, per ε; equal to the byte share when widths are uniform."""
         return tuple(_share(saved, self.ifm_elements) for saved in self.saved_elements)
-
-
-@dataclass(frozen=True)
-class NotAnalysed:
-    """An op whose loads are not in the figures, and why."""
-
-    name: str
-    op_type: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -403,7 +394,7 @@ def _not_analysed(
     loads: Sequence[LayerLoad],
 ) -> tuple[NotAnalysed, ...]:
     """Unresolved heavy ops and weights, then every other op that moves data, in graph order."""
-    listed = [NotAnalysed(item.name, item.op_type, item.reason) for item in weights.unresolved]
+    listed = list(weights.unresolved)
     names = {item.name for item in listed}
     for load in loads:
         if load.bytes.weights is None and load.name not in names:

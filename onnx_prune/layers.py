@@ -55,8 +55,8 @@ class ComputeLayer:
 
 
 @dataclass(frozen=True)
-class SkippedLayer:
-    """A heavy op that is not analysed, and why."""
+class NotAnalysed:
+    """An op (or a layer's weight) that is not analysed, and why: shown, never counted as zero."""
 
     name: str
     op_type: str
@@ -68,7 +68,7 @@ class LayerScan:
     """The compute layers of a model in graph order, and the heavy ops left out."""
 
     layers: tuple[ComputeLayer, ...]
-    skipped: tuple[SkippedLayer, ...]
+    skipped: tuple[NotAnalysed, ...]
 
 
 def node_name(node: onnx.NodeProto) -> str:
@@ -81,13 +81,13 @@ def find_compute_layers(model: onnx.ModelProto, resolver: ConstantResolver) -> L
     consumers = _consumers(model.graph)
     outputs = {output.name for output in model.graph.output}
     layers: list[ComputeLayer] = []
-    skipped: list[SkippedLayer] = []
+    skipped: list[NotAnalysed] = []
     for node in model.graph.node:
         if node.op_type not in COMPUTE_OPS or node.domain not in ("", "ai.onnx"):
             continue
         found = _describe(node, resolver)
         if isinstance(found, str):
-            skipped.append(SkippedLayer(node_name(node), node.op_type, found))
+            skipped.append(NotAnalysed(node_name(node), node.op_type, found))
             continue
         ofm = follow_activations(node.output[0], consumers, resolver, outputs)
         layers.append(_with_ofm(found, ofm))

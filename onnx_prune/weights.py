@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnx_prune.constants import ConstantFoldingError, ConstantResolver
-from onnx_prune.layers import ComputeLayer, LayerScan, SkippedLayer, WeightRef, find_compute_layers
+from onnx_prune.layers import ComputeLayer, LayerScan, NotAnalysed, WeightRef, find_compute_layers
 from onnx_prune.load import LoadedModel, is_random_weights
 
 
@@ -43,15 +43,6 @@ class LayerWeights:
 
 
 @dataclass(frozen=True)
-class Unresolved:
-    """A heavy op, or a weight, that the scan could not analyse, and why."""
-
-    name: str
-    op_type: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class SparsityTotal:
     """Sums over a set of layers' weights (biases excluded)."""
 
@@ -69,7 +60,7 @@ class WeightReport:
     model: str
     eps: tuple[float, ...]
     layers: tuple[LayerWeights, ...]
-    unresolved: tuple[Unresolved, ...]
+    unresolved: tuple[NotAnalysed, ...]
     random_weights: bool = False
 
     def total(self, op_type: str | None = None) -> SparsityTotal:
@@ -101,12 +92,12 @@ def count_zero_weights(
     resolver = resolver or ConstantResolver(loaded)
     scan = scan or find_compute_layers(loaded.model, resolver)
     layers: list[LayerWeights] = []
-    unresolved = [_skipped(skip) for skip in scan.skipped]
+    unresolved = list(scan.skipped)
     for layer in scan.layers:
         try:
             layers.append(_scan_layer(layer, resolver, tuple(eps)))
         except ConstantFoldingError as error:
-            unresolved.append(Unresolved(layer.name, layer.op_type, str(error)))
+            unresolved.append(NotAnalysed(layer.name, layer.op_type, str(error)))
     return WeightReport(
         model=str(loaded.path),
         eps=tuple(float(e) for e in eps),
@@ -114,10 +105,6 @@ def count_zero_weights(
         unresolved=tuple(unresolved),
         random_weights=is_random_weights(loaded.model),
     )
-
-
-def _skipped(skip: SkippedLayer) -> Unresolved:
-    return Unresolved(skip.name, skip.op_type, skip.reason)
 
 
 def _scan_layer(
