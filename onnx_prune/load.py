@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 
 from onnx_prune.errors import ModelLoadError
+from onnx_prune.protowire import raw_data_spans
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class LoadedModel:
     path: Path
     model: onnx.ModelProto
     external: dict[str, ExternalSpan] = field(default_factory=dict)
+    inline: dict[str, ExternalSpan] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
@@ -64,6 +66,7 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 RANDOM_WEIGHTS_KEY = "onnx_prune.random_weights"
+INLINE_MAP_BYTES = 16 << 20  # smaller files: protobuf's copy of each tensor is cheap enough
 
 
 def is_random_weights(model: onnx.ModelProto) -> bool:
@@ -80,7 +83,16 @@ def load_model(path: str | Path) -> LoadedModel:
     _check_file(path)
     model = _parse(path)
     external = _resolve_external(model, path.parent)
-    return LoadedModel(path=path, model=model, external=external)
+    inline = _inline_spans(path) if path.stat().st_size >= INLINE_MAP_BYTES else {}
+    return LoadedModel(path=path, model=model, external=external, inline=inline)
+
+
+def _inline_spans(path: Path) -> dict[str, ExternalSpan]:
+    """Initializer bytes inside the model file itself, to be memory-mapped rather than copied."""
+    return {
+        name: ExternalSpan(file=path, offset=offset, length=length)
+        for name, (offset, length) in raw_data_spans(path).items()
+    }
 
 
 def _check_file(path: Path) -> None:
@@ -187,16 +199,18 @@ def _safe_location(location: str, tensor_name: str, folder: Path) -> Path:
 
 
 def tensor_to_array(loaded: LoadedModel, tensor: TensorProto) -> np.ndarray:
-    """The values of a stored tensor; external data is memory-mapped, never copied whole."""
+    """The values of a stored tensor; large weights are memory-mapped, never copied whole."""
     external = tensor.data_location == TensorProto.EXTERNAL
-    span = loaded.external.get(tensor.name) if external else None
-    if span is None:
-        return onnx.numpy_helper.to_array(tensor)
+    span = (loaded.external if external else loaded.inline).get(tensor.name)
     dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    if span is None or dtype == np.dtype(object):
+        if external:
+            raise ModelLoadError(f"tensor '{tensor.name}' is stored externally in a form not read")
+        return onnx.numpy_helper.to_array(tensor)
     count = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
-    if dtype == np.dtype(object) or tensor.data_type == TensorProto.STRING:
-        raise ModelLoadError(f"tensor '{tensor.name}' is a string tensor stored externally")
+    if not external and span.length != count * dtype.itemsize:
+        return onnx.numpy_helper.to_array(tensor)  # not the raw_data this name pointed at
     with span.file.open("rb") as handle:
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    values = np.frombuffer(mapped, dtype=dtype, count=count, offset=span.offset)
+    values = np.frombuffer(mapped, dtype=dtype.newbyteorder("<"), count=count, offset=span.offset)
     return values.reshape(tuple(tensor.dims))

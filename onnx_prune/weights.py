@@ -194,9 +194,9 @@ def count_near_zero(values: np.ndarray, eps: Sequence[float]) -> tuple[int, ...]
 def _count(values: np.ndarray, nonzero: np.ndarray, eps: Sequence[float]) -> tuple[int, ...]:
     """Counts per ε; ``nonzero`` (``values != 0``) is shared with the zero-slice scan."""
     exact = values.size - int(np.count_nonzero(nonzero))
+    magnitude = np.abs(values) if any(bound != 0 for bound in eps) else values
     return tuple(
-        exact if bound == 0 else int(np.count_nonzero((values <= bound) & (values >= -bound)))
-        for bound in eps
+        exact if bound == 0 else int(np.count_nonzero(magnitude <= bound)) for bound in eps
     )
 
 
