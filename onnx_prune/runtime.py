@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -50,6 +50,23 @@ class SessionOptions:
     threads: int | None = None
 
 
+_SHARED_ARENA: list[bool] = []
+
+
+def _use_shared_arena(ort: Any, session_options: Any) -> None:
+    """One CPU arena for every session, growing only by what is asked (not doubling), and no
+    memory-pattern planning: peak memory then stays flat from the first batch to the last."""
+    if not _SHARED_ARENA:
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        same_as_requested = 1
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, same_as_requested, -1, -1))
+        _SHARED_ARENA.append(True)
+    session_options.enable_mem_pattern = False
+    session_options.add_session_config_entry("session.use_env_allocators", "1")
+
+
 _EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
@@ -62,6 +79,7 @@ class OrtSession:
         session_options = ort.SessionOptions()
         session_options.add_session_config_entry(_EXTERNAL_FOLDER_KEY, str(source.data_folder))
         session_options.log_severity_level = 3
+        _use_shared_arena(ort, session_options)
         if not options.optimize:
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if options.threads:
