@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,21 @@ class Parameters:
         return values.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Header:
+    """A weights file's header: its version, whether "seen" is 64-bit, and whether connected
+    weights are stored as [inputs, outputs] (as Darknet reads them when major or minor > 1000)."""
+
+    version: tuple[int, int, int] = (0, 2, 0)
+    wide_seen: bool = True
+    transposed: bool = False
+
+
+CURRENT_HEADER = Header()
+OLD_HEADER = Header((0, 1, 0), wide_seen=False)
+TRANSPOSED_HEADER = Header((1001, 0, 0), wide_seen=False, transposed=True)
+
+
 _ORDER = {
     "convolutional": ("biases", "scales", "rolling_mean", "rolling_variance", "weights"),
     "connected": ("biases", "weights", "scales", "rolling_mean", "rolling_variance"),
@@ -68,9 +84,7 @@ def write_weights(
     sections: Sequence[Section],
     parameters: Parameters,
     *,
-    version: tuple[int, int, int] = (0, 2, 0),
-    wide_seen: bool = True,
-    transposed: bool = False,
+    header: Header = CURRENT_HEADER,
 ) -> int:
     """Write the weights file in Darknet's layout; return how many floats it holds."""
     arrays: list[Array] = []
@@ -78,12 +92,12 @@ def write_weights(
         for name in _ORDER.get(kind, ()):
             if name in parameters.arrays.get(index, {}):
                 value = parameters.arrays[index][name]
-                if transposed and kind == "connected" and name == "weights":
+                if header.transposed and kind == "connected" and name == "weights":
                     value = value.T  # old files store [inputs, outputs]
                 arrays.append(np.ascontiguousarray(value, dtype="<f4").reshape(-1))
     with path.open("wb") as file:
-        np.array(version, "<i4").tofile(file)
-        np.array([12345], "<i8" if wide_seen else "<i4").tofile(file)
+        np.array(header.version, "<i4").tofile(file)
+        np.array([12345], "<i8" if header.wide_seen else "<i4").tofile(file)
         for array in arrays:
             array.tofile(file)
     return sum(array.size for array in arrays)

@@ -4,12 +4,14 @@ The unit tests build cfgs in code and compare every layer's ONNX output with
 ``tests/darknet_reference.py``. The slow tests run Debian's ``darknet`` binary on the paper's
 six cfgs and Debian's four with random weights and require the same top-5 classes and
 probabilities within 0.01 percentage points; they skip with the reason when darknet is missing.
+The ``onnx-prune darknet`` command is run through ``onnx_prune.cli.main``.
 
 The paper's cfgs are looked up in ``$ONNX_PRUNE_PAPER_CFG_DIR`` or ``models/darknet/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,6 +22,7 @@ import onnx
 import pytest
 from onnx import helper, shape_inference
 
+from onnx_prune.cli import main
 from onnx_prune.darknet import (
     RANDOM_REVISION,
     convert_darknet,
@@ -29,7 +32,16 @@ from onnx_prune.darknet import (
 from onnx_prune.errors import ConversionError
 from onnx_prune.load import is_random_weights
 from tests import darknet_binary
-from tests.darknet_reference import Parameters, Section, cfg_text, forward, write_weights
+from tests.darknet_reference import (
+    CURRENT_HEADER,
+    OLD_HEADER,
+    TRANSPOSED_HEADER,
+    Parameters,
+    Section,
+    cfg_text,
+    forward,
+    write_weights,
+)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PAPER_CFG_DIR = Path(os.environ.get("ONNX_PRUNE_PAPER_CFG_DIR", REPOSITORY / "models" / "darknet"))
@@ -205,18 +217,10 @@ def test_old_headers_and_transposed_connected_weights(tmp_path: Path) -> None:
     cfg, weights, parameters = build(tmp_path, sections, height=4, width=3)
     x = np.random.default_rng(3).uniform(0, 1, (1, 3, 4, 3)).astype(np.float32)
     want = forward(sections, parameters, x[0])[-1]
-    headers = [((0, 1, 0), False, False), ((0, 2, 0), True, False), ((1001, 0, 0), False, True)]
-    for version, wide_seen, transposed in headers:
-        write_weights(
-            weights,
-            sections,
-            parameters,
-            version=version,
-            wide_seen=wide_seen,
-            transposed=transposed,
-        )
+    for header in (OLD_HEADER, CURRENT_HEADER, TRANSPOSED_HEADER):
+        write_weights(weights, sections, parameters, header=header)
         got = run_onnx(convert_darknet(cfg, weights), x, ["output"])["output"][0]
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=str(version))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=str(header))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,6 +410,43 @@ def test_weights_file_missing_or_without_a_header(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_cli_converts_and_the_model_reads_as_random_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tiny_classifier(tmp_path, [conv(8, 3, pad=1, batch_normalize=1)])
+    weights, out = tmp_path / "random.weights", tmp_path / "tiny.onnx"
+    write_random_weights(cfg, weights)
+    assert main(["darknet", str(cfg), str(weights), "-o", str(out)]) == 0
+    assert "2 conv/fc layers, opset 13" in " ".join(capsys.readouterr().out.split())
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    assert main(["weights", str(out), "--json", "-"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["random_weights"] is True
+    assert [layer["name"] for layer in document["layers"]] == [
+        "layer_000_convolutional",
+        "layer_001_convolutional",
+    ]
+
+
+def test_cli_reports_a_short_weights_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, weights, _ = build(tmp_path, [conv(4, 3, pad=1)], height=4, width=4)
+    weights.write_bytes(weights.read_bytes()[:-8])
+    out = tmp_path / "net.onnx"
+    status = main(["darknet", str(cfg), str(weights), "-o", str(out)])
+    captured = capsys.readouterr()
+    text = " ".join(captured.err.split())
+    assert status == 2
+    assert text.startswith("error: ") and "net.weights is 2 floats short for" in text
+    assert "Traceback" not in captured.err + captured.out
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
 # The real Darknet
 
 
@@ -527,15 +568,8 @@ def test_old_weights_headers_match_darknet(tmp_path: Path) -> None:
     cfg, weights, parameters = build(tmp_path, sections, height=6, width=5, seed=5)
     image = tmp_path / "photo.png"
     x = darknet_binary.network_input(darknet_binary.write_photo(image, 6, 5))
-    for version, wide_seen, transposed in [((0, 1, 0), False, False), ((1001, 0, 0), False, True)]:
-        write_weights(
-            weights,
-            sections,
-            parameters,
-            version=version,
-            wide_seen=wide_seen,
-            transposed=transposed,
-        )
+    for header in (OLD_HEADER, TRANSPOSED_HEADER):
+        write_weights(weights, sections, parameters, header=header)
         found = darknet_binary.predict(cfg, weights, image)
         probabilities = run_onnx(convert_darknet(cfg, weights), x, ["output"])["output"][0]
         darknet_binary.compare_top5(found, probabilities, darknet_binary.labels())
