@@ -281,3 +281,20 @@ def test_rank_and_dtype_of_probe_outputs(tmp_path: Path) -> None:
     outputs = {o.name: o for o in probed.model.graph.output}
     for name in probed.manifest.outputs():
         assert outputs[name].type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+@pytest.mark.slow
+def test_embedded_model_counts_match_numpy(tmp_path: Path) -> None:
+    """The embedded EfficientNet-Lite0 on two photos: every probed tensor against numpy."""
+    from onnx_prune.cli import DEFAULT_IMAGES, DEFAULT_MODEL
+    from onnx_prune.inputs import get_preset, load_image
+
+    preset = get_preset("efficientnet-lite")
+    photos = [
+        load_image(DEFAULT_IMAGES / name, preset, (224, 224)) for name in ("dog.jpg", "eagle.jpg")
+    ]
+    x = np.stack(photos)
+    np.save(tmp_path / "x.npy", x)
+    analysis = analyze_model(DEFAULT_MODEL, Calibration(tensors=tmp_path / "x.npy"), eps=EPS)
+    assert len(analysis.layers) == 50
+    _check_against_numpy(analysis, DEFAULT_MODEL, x)
