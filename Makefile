@@ -38,5 +38,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+## paper: the paper's six networks (weights in models/darknet/) beside its numbers; else a stand-in
+paper: $(STAMP)
+	$(BIN)/python models/paper.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
