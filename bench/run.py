@@ -163,11 +163,13 @@ def mark_all_numpy(
     return run
 
 
-def bench_in_loop(path: Path, batches: list[Batch], *, reference: bool) -> dict[str, float]:
+def bench_in_loop(
+    path: Path, batches: list[Batch], *, reference: bool, eps: tuple[float, ...] = EPS
+) -> dict[str, float]:
     """Probed calibration loop vs plain inference, alternating, same process and batches."""
     loaded = load_model(path)
     layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
-    probed = add_probes(loaded.model, layers, eps=EPS)
+    probed = add_probes(loaded.model, layers, eps=eps)
     plain = PlainSession(path)
     with model_file(loaded, probed.model) as source:
         measured = open_session(source)
@@ -341,6 +343,10 @@ def main() -> int:
             (
                 "analyze in-loop, EfficientNet-Lite0",
                 lambda: bench_in_loop(MODEL, image_batches(samples), reference=True),
+            ),
+            (
+                "analyze in-loop, EfficientNet-Lite0, one ε (0) instead of six",
+                lambda: bench_in_loop(MODEL, image_batches(samples), reference=False, eps=(0.0,)),
             ),
             (
                 "analyze in-loop, VGG-16 convs at 112 (random weights)",
