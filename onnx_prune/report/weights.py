@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 
@@ -24,11 +25,16 @@ def format_weights(report: WeightReport) -> RenderableType:
 
 
 def _weights_table(report: WeightReport) -> Table:
-    table = Table(title=f"Weight sparsity: {report.model}", title_justify="left")
-    table.add_column("layer", overflow="fold")
-    table.add_column("op")
-    table.add_column("weight shape")
-    table.add_column("dtype")
+    table = Table(
+        title=f"Weight sparsity: {report.model}\nzero %: weights with |w| <= ε",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("op", no_wrap=True)
+    table.add_column("weight", no_wrap=True)
+    table.add_column("dtype", no_wrap=True)
     table.add_column("elements", justify="right")
     for eps in report.eps:
         table.add_column(f"zero % {eps_label(eps)}", justify="right")
