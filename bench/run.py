@@ -121,10 +121,15 @@ def image_batches(samples: int, size: tuple[int, int] = (224, 224)) -> list[Batc
 class PlainSession:
     """onnxruntime exactly as a user runs it: default session options, default optimizations."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, optimize: bool = True) -> None:
         import onnxruntime
 
-        self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        if not optimize:
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self._session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
 
     def run(self, outputs: list[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run once."""
@@ -135,6 +140,16 @@ def run_plain(session: PlainSession, batches: list[Batch]) -> None:
     """Plain inference: the model's own outputs only."""
     for batch in batches:
         session.run(["logits"], batch.arrays)
+
+
+def bench_optimizations(path: Path, batches: list[Batch]) -> dict[str, float]:
+    """Plain inference with onnxruntime's graph optimizations off, against on (the default)."""
+    default, unoptimized = PlainSession(path), PlainSession(path, optimize=False)
+    run_plain(default, batches[:1])
+    run_plain(unoptimized, batches[:1])
+    fast = median_time(lambda: run_plain(default, batches), 3)
+    slow = median_time(lambda: run_plain(unoptimized, batches), 3)
+    return {"unoptimized_over_default": slow / fast}
 
 
 def mark_all_numpy(
@@ -343,6 +358,10 @@ def main() -> int:
             (
                 "analyze in-loop, EfficientNet-Lite0",
                 lambda: bench_in_loop(MODEL, image_batches(samples), reference=True),
+            ),
+            (
+                "plain inference without graph optimizations, EfficientNet-Lite0",
+                lambda: bench_optimizations(MODEL, image_batches(64)),
             ),
             (
                 "analyze in-loop, EfficientNet-Lite0, one ε (0) instead of six",

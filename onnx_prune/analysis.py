@@ -85,12 +85,15 @@ def analyze_model(
     eps: Sequence[float] = DEFAULT_EPS,
     tile: tuple[int, int] = DEFAULT_TILE,
     bits: int | None = None,
+    optimize: bool = True,
     progress: Progress | None = None,
     session_factory: SessionFactory = open_session,
 ) -> Analysis:
     """Measure weight and feature-map sparsity, bandwidth and pruned loads of ``path``.
 
     ``bits`` counts every tensor at that width (16 reproduces the paper); None: own dtypes.
+    ``optimize`` keeps onnxruntime's default graph optimizations (fused ops round a little
+    differently from the unfused graph; without them plain inference is far slower).
     """
     loaded = load_model(path)
     resolver = ConstantResolver(loaded)
@@ -98,7 +101,7 @@ def analyze_model(
     weights = count_zero_weights(loaded, eps=eps, scan=scan, resolver=resolver)
     probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile)
     with model_file(loaded, probed.model) as source:
-        session = session_factory(source, SessionOptions())
+        session = session_factory(source, SessionOptions(optimize=optimize))
         feeds = _Feeds(loaded, session.inputs(), calibration)
         stats = collect_activation_stats(
             session, probed.manifest, scan.layers, feeds.batches(progress), on_batch=feeds.advance

@@ -119,7 +119,10 @@ def collect_activation_stats(
     outputs = manifest.outputs()
     for batch in batches:
         results = dict(zip(outputs, run_batch(session, outputs, batch.arrays), strict=True))
-        counted = {p.tensor: _count_probe(p, results, eps, manifest.tile) for p in manifest.probes}
+        counted = {
+            p.tensor: _count_probe(p, results, eps, manifest.tile, batch.size)
+            for p in manifest.probes
+        }
         for tensor, counts in counted.items():
             _accumulate(totals[tensor], counts)
         samples.extend(_samples(batch.names, counted, ifm_uses, ofm_uses))
@@ -167,12 +170,16 @@ def _uses(layers: Sequence[ComputeLayer]) -> tuple[dict[str, int], dict[str, int
 
 
 def _count_probe(
-    probe: Probe, results: dict[str, np.ndarray], eps: np.ndarray, tile: tuple[int, int]
+    probe: Probe,
+    results: dict[str, np.ndarray],
+    eps: np.ndarray,
+    tile: tuple[int, int],
+    samples: int,
 ) -> _BatchCounts:
     if probe.kind == "plane":
         counts = [results[name] for name in probe.counts]
         return _count_planes(probe, results[probe.tile_max], counts, eps, tile)
-    return _count_values(probe, results[probe.tile_max], eps)
+    return _count_values(probe, results[probe.tile_max], eps, tile, samples)
 
 
 def _count_planes(
@@ -227,7 +234,8 @@ def _above_counts(share: np.ndarray, plane: int) -> np.ndarray:
     """Per sample, the values above ε: the planes' shares times the plane size, rounded."""
     if np.isnan(share).any():
         raise UnsupportedModelError(
-            "a feature map holds NaN values: check the model and the input preprocessing"
+            "a feature map holds NaN or infinite values: check the model and the input "
+            "preprocessing"
         )
     per_plane = np.rint(share.reshape(share.shape[0], -1).astype(np.float64) * plane)
     counts: np.ndarray = per_plane.astype(np.int64).sum(axis=1)
@@ -243,25 +251,66 @@ def _tile_sizes(height: int, width: int, tile: tuple[int, int]) -> np.ndarray:
     return sizes
 
 
-def _count_values(probe: Probe, values: np.ndarray, eps: np.ndarray) -> _BatchCounts:
-    """Counts on the host for a tensor that left the session whole (tiles = channels)."""
-    samples = values.shape[0] if values.ndim >= 2 else 1
-    planes = np.abs(values.reshape(samples, values.shape[1] if values.ndim >= 2 else 1, -1))
+def _count_values(
+    probe: Probe, values: np.ndarray, eps: np.ndarray, tile: tuple[int, int], samples: int
+) -> _BatchCounts:
+    """Counts on the host for a tensor that left the session whole.
+
+    Rank-4 maps get tile counts too; for other ranks a tile is a whole channel.
+    """
+    if values.ndim < 2 or values.shape[0] != samples:
+        raise UnsupportedModelError(
+            f"feature map '{probe.tensor}' has shape {list(values.shape)}: its first axis is not "
+            f"the batch of {samples} samples (e.g. a Gemm with transA=1), so it cannot be counted"
+        )
+    magnitude, bounds = _magnitude(probe, values, eps)
+    planes = magnitude.reshape(samples, values.shape[1], -1)
     channels, plane = planes.shape[1], planes.shape[2]
-    within = planes[..., None] <= eps.astype(planes.dtype)  # [n, C, plane, k]
-    zeros = within.sum(axis=(1, 2), dtype=np.int64)
-    zero_channels = within.all(axis=2).sum(axis=1, dtype=np.int64) if plane else zeros * 0
+    zeros = np.stack([np.count_nonzero(planes <= b, axis=(1, 2)) for b in bounds], axis=1)
+    channel_max = planes.max(axis=2) if plane else np.zeros(planes.shape[:2], planes.dtype)
+    zero_channels = np.stack([np.count_nonzero(channel_max <= b, axis=1) for b in bounds], axis=1)
+    if magnitude.ndim == 4 and plane:
+        sizes = _tile_sizes(magnitude.shape[2], magnitude.shape[3], tile)
+        zero_tiles, tile_saved = _zero_tiles(_host_tile_max(magnitude, tile), bounds, sizes)
+        tiles = channels * sizes.size
+    else:
+        zero_tiles, tile_saved = zero_channels.sum(axis=0), zero_channels.sum(axis=0) * plane
+        tiles = channels
     return _BatchCounts(
         shape=tuple(int(d) for d in values.shape[1:]),
         elements_per_sample=channels * plane,
         channels=channels,
-        tiles=channels,
-        zeros=zeros,
-        zero_channels=zero_channels,
-        saved=zero_channels * plane,
-        zero_tiles=zero_channels.sum(axis=0),
-        tile_saved=zero_channels.sum(axis=0) * plane,
+        tiles=tiles,
+        zeros=zeros.astype(np.int64),
+        zero_channels=zero_channels.astype(np.int64),
+        saved=zero_channels.astype(np.int64) * plane,
+        zero_tiles=zero_tiles,
+        tile_saved=tile_saved,
     )
+
+
+def _magnitude(probe: Probe, values: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|x| and the ε bounds to compare it with, in float32 (float64 for float64 maps).
+
+    A quantized (integer) map is dequantized first, so its zero is its zero point.
+    """
+    if values.dtype.kind in "iu":
+        real = (values.astype(np.float64) - probe.zero_point) * probe.scale
+        return np.abs(real).astype(np.float32), eps
+    if values.dtype == np.float64:
+        return np.abs(values), eps.astype(np.float64)
+    return np.abs(values.astype(np.float32)), eps
+
+
+def _host_tile_max(magnitude: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+    """Tile maxima of a non-negative [n, C, H, W] map (ragged edges padded with zeros)."""
+    samples, channels, height, width = magnitude.shape
+    tile_h, tile_w = min(tile[0], height), min(tile[1], width)
+    padded = np.pad(magnitude, ((0, 0), (0, 0), (0, -height % tile_h), (0, -width % tile_w)))
+    rows, cols = padded.shape[2] // tile_h, padded.shape[3] // tile_w
+    blocks = padded.reshape(samples, channels, rows, tile_h, cols, tile_w)
+    maxima: np.ndarray = blocks.max(axis=(3, 5))
+    return maxima
 
 
 def _accumulate(totals: _Counts, batch: _BatchCounts) -> None:

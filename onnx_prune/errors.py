@@ -27,3 +27,7 @@ class ConversionError(OnnxPruneError):
 
 class MissingExtraError(OnnxPruneError):
     """An optional dependency (an extra such as ``export`` or ``plot``) is not installed."""
+
+
+class OutputPathError(OnnxPruneError):
+    """A file to write (``--json``, ``--plot``, ``-o`` ...) cannot be written where asked."""

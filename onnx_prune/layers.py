@@ -9,7 +9,7 @@ Heavy ops whose weight is not constant are listed as not analysed, never counted
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import onnx
 
@@ -79,7 +79,6 @@ def node_name(node: onnx.NodeProto) -> str:
 def find_compute_layers(model: onnx.ModelProto, resolver: ConstantResolver) -> LayerScan:
     """Every compute layer of ``model``'s main graph, with the heavy ops that cannot be analysed."""
     consumers = _consumers(model.graph)
-    outputs = {output.name for output in model.graph.output}
     layers: list[ComputeLayer] = []
     skipped: list[NotAnalysed] = []
     for node in model.graph.node:
@@ -89,13 +88,13 @@ def find_compute_layers(model: onnx.ModelProto, resolver: ConstantResolver) -> L
         if isinstance(found, str):
             skipped.append(NotAnalysed(node_name(node), node.op_type, found))
             continue
-        ofm = follow_activations(node.output[0], consumers, resolver, outputs)
+        ofm = follow_activations(node.output[0], consumers, resolver)
         layers.append(_with_ofm(found, ofm))
     return LayerScan(tuple(layers), tuple(skipped))
 
 
 def _with_ofm(layer: ComputeLayer, ofm: str) -> ComputeLayer:
-    return ComputeLayer(**{**layer.__dict__, "ofm": ofm})
+    return replace(layer, ofm=ofm)
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
@@ -195,15 +194,13 @@ def follow_activations(
     tensor: str,
     consumers: dict[str, list[onnx.NodeProto]],
     resolver: ConstantResolver,
-    graph_outputs: set[str],
 ) -> str:
     """The tensor at the end of the activation chain that starts at ``tensor``."""
-    while tensor not in graph_outputs:
+    while True:
         following = _next_in_chain(tensor, consumers.get(tensor, []), resolver)
         if following is None:
             return tensor
         tensor = following
-    return tensor
 
 
 def _next_in_chain(

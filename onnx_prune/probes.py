@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,8 @@ class Probe:
     shape: tuple[int, ...]
     tile_max: str
     counts: tuple[str, ...] = ()
+    scale: float = 1.0
+    zero_point: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,51 @@ def add_probes(
     types = _known_types(probed)
     builder = _Builder(probed, opset, tuple(float(e) for e in eps))
     nonnegative = _NonNegative(probed.graph)
+    quantization = _quantization(probed.graph)
     probes = [
         builder.add(tensor, types.get(tensor, _UNKNOWN), tile, nonnegative(tensor))
         for tensor in probed_tensors(layers)
     ]
+    probes = [_with_quantization(probe, quantization) for probe in probes]
     builder.finish()
     return ProbedModel(probed, ProbeManifest(builder.eps, tile, tuple(probes)))
+
+
+def _with_quantization(probe: Probe, quantization: dict[str, tuple[float, float]]) -> Probe:
+    if probe.tensor not in quantization:
+        return probe
+    scale, zero_point = quantization[probe.tensor]
+    return replace(probe, scale=scale, zero_point=zero_point)
+
+
+# (op, tensor position: "input" 0 or "output" 0, index of its scale input, of its zero point)
+_QUANTIZED_TENSORS = (
+    ("QLinearConv", "input", 1, 2),
+    ("QLinearConv", "output", 6, 7),
+    ("QLinearMatMul", "input", 1, 2),
+    ("QLinearMatMul", "output", 6, 7),
+    ("QuantizeLinear", "output", 1, 2),
+    ("DequantizeLinear", "input", 1, 2),
+)
+
+
+def _quantization(graph: onnx.GraphProto) -> dict[str, tuple[float, float]]:
+    """Scale and zero point of the integer feature maps that quantized ops read or write."""
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer if _is_scalar(t)}
+    found: dict[str, tuple[float, float]] = {}
+    for node in graph.node:
+        for op_type, where, scale_index, zero_index in _QUANTIZED_TENSORS:
+            inputs = list(node.input) + [""] * 8
+            if node.op_type != op_type or inputs[scale_index] not in constants:
+                continue
+            tensor = node.input[0] if where == "input" else node.output[0]
+            zero_point = constants.get(inputs[zero_index], np.zeros(()))
+            found[tensor] = (float(constants[inputs[scale_index]]), float(zero_point))
+    return found
+
+
+def _is_scalar(tensor: TensorProto) -> bool:
+    return int(np.prod(tensor.dims)) == 1 if len(tensor.dims) else True
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -154,6 +195,13 @@ def _known_types(model: onnx.ModelProto) -> dict[str, _TensorType]:
 _UNKNOWN = _TensorType(TensorProto.UNDEFINED, None)
 
 
+def _attribute_text(node: onnx.NodeProto, name: str) -> str:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return str(attribute.s.decode("utf-8", errors="replace"))
+    return ""
+
+
 class _NonNegative:
     """Decides, from the producing ops, whether a tensor can never hold a negative value."""
 
@@ -178,6 +226,8 @@ class _NonNegative:
             return True
         if node.op_type == "Clip":
             return self._clip_floor(node) >= 0
+        if node.op_type in ("Resize", "Upsample") and _attribute_text(node, "mode") == "cubic":
+            return False  # cubic interpolation overshoots below zero
         if node.op_type in _NONNEGATIVE_IF_INPUTS:
             data = node.input[:1] if node.op_type in ("Reshape", "Slice", "Resize") else node.input
             return all(self(name) for name in data if name)

@@ -143,3 +143,28 @@ def test_nothing_is_written_next_to_the_model(
     assert _run(capsys, "weights", str(path))[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert _digest(path) == before
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_output_into_a_missing_folder_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    target = tmp_path / "missing" / "out.file"
+    status, text = _run(capsys, "analyze", flag, str(target), "--limit", "1")
+    assert status == 2
+    assert f"{tmp_path / 'missing'} does not exist: create the folder first" in text
+
+
+def test_the_embedded_model_given_by_a_relative_path_keeps_its_photos_and_preset(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    status, text = _run(capsys, "analyze", "models/efficientnet_lite0.onnx", "--limit", "2")
+    assert status == 0, text
+    assert "preset efficientnet-lite" in text
+
+
+def test_bad_tile_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["analyze", "--tile", "0x8"])
+    assert "--tile takes H or HxW above 0, got '0x8'" in capsys.readouterr().err

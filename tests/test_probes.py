@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_prune.analysis import Analysis, Calibration, analyze_model
 from onnx_prune.constants import ConstantResolver
+from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import load_model
 from onnx_prune.probes import add_probes, probed_tensors
@@ -298,3 +299,119 @@ def test_embedded_model_counts_match_numpy(tmp_path: Path) -> None:
     analysis = analyze_model(DEFAULT_MODEL, Calibration(tensors=tmp_path / "x.npy"), eps=EPS)
     assert len(analysis.layers) == 50
     _check_against_numpy(analysis, DEFAULT_MODEL, x)
+
+
+def test_quantized_feature_maps_are_zero_at_their_zero_point(tmp_path: Path) -> None:
+    """A QLinearConv reads and writes uint8 maps: zero is the zero point, ε is in real units."""
+    arrays = {
+        "xs": np.array(0.05, np.float32),
+        "xz": np.array(128, np.uint8),
+        "w": np.full((2, 1, 1, 1), 3, np.uint8),
+        "ws": np.array(0.1, np.float32),
+        "wz": np.array(0, np.uint8),
+        "ys": np.array(0.2, np.float32),
+        "yz": np.array(10, np.uint8),
+    }
+    names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
+    node = helper.make_node("QLinearConv", names, ["y"], name="qconv")
+    model = make_model(
+        [node],
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, ["N", 2, 4, 4])],
+        [numpy_helper.from_array(value, key) for key, value in arrays.items()],
+    )
+    x = np.random.default_rng(2).integers(120, 137, size=(3, 1, 4, 4)).astype(np.uint8)
+    x[0] = 128
+    np.save(tmp_path / "x.npy", x)
+    eps = (0.0, 0.1)
+    path = save(model, tmp_path)
+    analysis = analyze_model(path, Calibration(tensors=tmp_path / "x.npy"), eps=eps)
+    real = (x.astype(np.float64) - 128) * np.float32(0.05)
+    expected = tuple(int(np.count_nonzero(np.abs(real).astype(np.float32) <= e)) for e in eps)
+    assert analysis.activations.tensors["x"].zeros == expected
+    assert analysis.activations.tensors["x"].zero_channels[0] == 1  # sample 0 is all 128
+    y = _pull(path, ["y"], x)["y"]
+    expected_y = int(np.count_nonzero(y == 10))
+    assert analysis.activations.tensors["y"].zeros[0] == expected_y
+
+
+def test_a_map_without_a_leading_batch_axis_is_a_clear_error(tmp_path: Path) -> None:
+    weight = np.ones((6, 4), np.float32)
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transA=1)
+    model = make_model(
+        [node],
+        [helper.make_tensor_value_info("x", FLOAT, [6, 2])],
+        [helper.make_tensor_value_info("y", FLOAT, [2, 4])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    np.save(tmp_path / "x.npy", np.ones((6, 2), np.float32))
+    with pytest.raises(UnsupportedModelError, match="its first axis is not the batch"):
+        analyze_model(save(model, tmp_path), Calibration(tensors=tmp_path / "x.npy"), eps=EPS)
+
+
+def test_tiles_are_counted_when_height_and_width_are_symbolic(tmp_path: Path) -> None:
+    weight = np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("r", FLOAT, ["N", 4, "H", "W"])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    x = np.random.default_rng(1).normal(size=(2, 3, 16, 12)).astype(np.float32)
+    x[0, :, :8, :8] = 0.0
+    np.save(tmp_path / "x.npy", x)
+    path = save(model, tmp_path)
+    analysis = analyze_model(path, Calibration(tensors=tmp_path / "x.npy"), eps=EPS, tile=(8, 8))
+    assert {
+        p.kind for p in add_probes(load_model(path).model, analysis.layers, eps=EPS).manifest.probes
+    } == {"tensor"}
+    pulled = _pull(path, ["x", "r"], x)
+    for tensor in ("x", "r"):
+        stats = analysis.activations.tensors[tensor]
+        assert stats.tile_saved_elements == _tile_expected(pulled[tensor], EPS, 8), tensor
+        assert stats.tiles == 2 * pulled[tensor].shape[1] * 4
+
+
+def test_ofm_follows_the_activation_even_when_the_raw_output_is_a_model_output(
+    tmp_path: Path,
+) -> None:
+    weight = np.ones((2, 3, 1, 1), np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 3, 4, 4])],
+        [
+            helper.make_tensor_value_info("c", FLOAT, ["N", 2, 4, 4]),
+            helper.make_tensor_value_info("r", FLOAT, ["N", 2, 4, 4]),
+        ],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    loaded = load_model(save(model, tmp_path))
+    (layer,) = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
+    assert layer.ofm == "r"
+
+
+def test_infinite_values_are_a_clear_error(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    x[1, 0, 0, 0] = -np.inf
+    np.save(tmp_path / "x.npy", x)
+    path = save(two_conv_model(), tmp_path)
+    with pytest.raises(UnsupportedModelError, match="NaN or infinite values"):
+        analyze_model(path, Calibration(tensors=tmp_path / "x.npy"), eps=EPS)
+
+
+def test_unoptimized_run_gives_the_same_counts_on_a_graph_without_fusions(tmp_path: Path) -> None:
+    path = save(two_conv_model(), tmp_path)
+    inputs = _inputs(tmp_path)
+    runs = [
+        analyze_model(path, Calibration(tensors=inputs), eps=EPS, optimize=optimize)
+        for optimize in (True, False)
+    ]
+    assert runs[0].activations.tensors == runs[1].activations.tensors

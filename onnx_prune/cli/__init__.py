@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,11 +19,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from onnx_prune import __version__
-from onnx_prune.errors import OnnxPruneError
+from onnx_prune.errors import ModelLoadError, OnnxPruneError, OutputPathError
 from onnx_prune.jsondoc import Document, dumps
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "efficientnet_lite0.onnx"
 DEFAULT_IMAGES = DEFAULT_MODEL.parent / "images"
+PIPE_WIDTH = 120  # tables written to a file or CI log: rich would otherwise assume 80 columns
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -56,16 +58,48 @@ def model_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_model(path: Path | None) -> Path:
-    return path if path is not None else DEFAULT_MODEL
+    """The model path given, or the embedded model (which lives in the source checkout)."""
+    if path is not None:
+        return path
+    if not DEFAULT_MODEL.is_file():
+        raise ModelLoadError(
+            f"the embedded model {DEFAULT_MODEL} is not here (it ships with the source "
+            "checkout, not with an installed package): give the path of a .onnx model"
+        )
+    return DEFAULT_MODEL
 
 
-def write_json(document: Document, destination: str) -> None:
-    """Write a JSON document to a file, or to standard output for ``-``."""
-    text = dumps(document)
-    if destination == "-":
+def is_embedded(model: Path) -> bool:
+    """True when ``model`` is the embedded EfficientNet-Lite0, however the path is written."""
+    try:
+        return model.resolve() == DEFAULT_MODEL
+    except OSError:
+        return False
+
+
+def check_output_path(destination: str | Path | None) -> None:
+    """Refuse, before any work, a file that cannot be written (``-`` is standard output)."""
+    if destination is None or str(destination) == "-":
+        return
+    path = Path(destination)
+    if path.is_dir():
+        raise OutputPathError(f"{path} is a folder: give a file name inside it")
+    if not path.parent.is_dir():
+        raise OutputPathError(f"{path.parent} does not exist: create the folder first")
+
+
+def write_output(text: str, destination: str | Path) -> None:
+    """Write text to a file, or to standard output for ``-``."""
+    if str(destination) == "-":
         sys.stdout.write(text)
-    else:
-        Path(destination).write_text(text, encoding="utf-8")
+        return
+    check_output_path(destination)
+    Path(destination).write_text(text, encoding="utf-8")
+
+
+def write_json(document: Document, destination: str | Path) -> None:
+    """Write a JSON document to a file, or to standard output for ``-``."""
+    write_output(dumps(document), destination)
 
 
 def _commands() -> list[ModuleType]:
@@ -91,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    console = Console()
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(width=PIPE_WIDTH if wide else None)
     try:
         handler: Handler = args.handler
         return handler(args, console)

@@ -25,7 +25,8 @@ from onnx_prune.accuracy import (
 )
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
-    DEFAULT_MODEL,
+    check_output_path,
+    is_embedded,
     model_argument,
     parse_eps,
     resolve_model,
@@ -51,7 +52,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     model = resolve_model(args.model)
     loaded = load_model(model)
     labels = load_labels(args.labels) if args.labels is not None else None
-    source = _source(args, labels, embedded=model == DEFAULT_MODEL)
+    for destination in (args.json, args.plot):
+        check_output_path(destination)
+    source = _source(args, labels, embedded=is_embedded(model))
     with _progress(quiet=args.json == "-") as progress:
         task = progress.add_task("pruned runs", total=None, done=0)
         report = measure_accuracy(

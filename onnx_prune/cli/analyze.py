@@ -18,7 +18,8 @@ from rich.progress import (
 from onnx_prune.analysis import DEFAULT_EPS, Analysis, Calibration, analyze_model
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
-    DEFAULT_MODEL,
+    check_output_path,
+    is_embedded,
     model_argument,
     parse_eps,
     resolve_model,
@@ -47,6 +48,14 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(values) not in (1, 2) or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"--size takes H or HxW, got '{text}'")
     return (values[0], values[-1])
+
+
+def parse_tile(text: str) -> tuple[int, int]:
+    """``8`` or ``8x8`` (height x width of a tile, both above 0)."""
+    try:
+        return parse_size(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--tile takes H or HxW above 0, got '{text}'") from None
 
 
 def positive_int(text: str) -> int:
@@ -88,12 +97,12 @@ def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
     """The calibration source the flags describe (embedded photos for the embedded model)."""
     images = tuple(args.images or ())
     if not images and args.inputs is None:
-        if model != DEFAULT_MODEL:
+        if not is_embedded(model):
             raise InputDataError(
                 f"no calibration data for {model}: give --images DIR or --inputs FILE.npy"
             )
         images = (DEFAULT_IMAGES,)
-    default_preset = DEFAULT_MODEL_PRESET if model == DEFAULT_MODEL else "imagenet"
+    default_preset = DEFAULT_MODEL_PRESET if is_embedded(model) else "imagenet"
     return Calibration(
         images=images,
         tensors=args.inputs,
@@ -108,6 +117,8 @@ def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
 def run_analysis(args: argparse.Namespace, console: Console) -> Analysis:
     """Run the analysis the flags describe, with a progress bar on a terminal."""
     model = resolve_model(args.model)
+    for destination in (args.json, args.plot):
+        check_output_path(destination)
     calibration = calibration_from(args, model)
     columns = (
         TextColumn("calibrating"),
@@ -125,7 +136,13 @@ def run_analysis(args: argparse.Namespace, console: Console) -> Analysis:
             bar.update(task, completed=done, total=total or None, rate=rate)
 
         return analyze_model(
-            model, calibration, eps=args.eps, tile=args.tile, bits=args.bits, progress=progress
+            model,
+            calibration,
+            eps=args.eps,
+            tile=args.tile,
+            bits=args.bits,
+            optimize=not args.no_optimize,
+            progress=progress,
         )
 
 
@@ -163,7 +180,12 @@ def add_parser(commands: Subparsers) -> None:
         help="count every tensor at N bits (16: the paper's accounting)",
     )
     parser.add_argument(
-        "--tile", type=parse_size, default=DEFAULT_TILE, help="tile HxW for tile pruning (8x8)"
+        "--tile", type=parse_tile, default=DEFAULT_TILE, help="tile HxW for tile pruning (8x8)"
+    )
+    parser.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="run the graph as written, without onnxruntime's graph optimizations (slower)",
     )
     parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
     parser.add_argument(

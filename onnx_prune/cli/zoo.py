@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from onnx_prune.analysis import DEFAULT_EPS, Calibration
-from onnx_prune.cli import DEFAULT_IMAGES, DEFAULT_MODEL, parse_eps, write_json
+from onnx_prune.cli import DEFAULT_IMAGES, is_embedded, parse_eps, write_json, write_output
 from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, parse_size, positive_int
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import PRESETS, find_images
@@ -108,7 +107,7 @@ def _job(
     model: ZooModel, args: argparse.Namespace, eps: tuple[float, ...], images: tuple[Path, ...]
 ) -> ZooJob:
     """The job for one model; the embedded model keeps its own preset unless --preset is given."""
-    embedded = model.path.resolve() == DEFAULT_MODEL
+    embedded = is_embedded(model.path)
     calibration = Calibration(
         images=images,
         preset=args.preset or (DEFAULT_MODEL_PRESET if embedded else "imagenet"),
@@ -148,7 +147,7 @@ def _write_outputs(
         console.print(format_zoo(outcome))
         _print_tracebacks(outcome, console)
     if args.markdown:
-        _write_text(format_zoo_markdown(outcome), args.markdown)
+        write_output(format_zoo_markdown(outcome), args.markdown)
     if args.json:
         write_json(zoo_document(outcome), args.json)
     if args.save_baseline is not None:
@@ -162,13 +161,6 @@ def _print_tracebacks(outcome: ZooOutcome, console: Console) -> None:
     for result in outcome.failed:
         if result.traceback:
             console.print(Text(f"{result.model.key}:\n{result.traceback}", style="dim"))
-
-
-def _write_text(text: str, destination: str) -> None:
-    if destination == "-":
-        sys.stdout.write(text)
-    else:
-        Path(destination).write_text(text, encoding="utf-8")
 
 
 def _baseline_written(outcome: ZooOutcome, path: Path) -> Text:
