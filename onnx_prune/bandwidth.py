@@ -38,6 +38,7 @@ from onnx import TensorProto
 
 from onnx_prune.calibrate import ActivationStats, SampleStats, TensorStats
 from onnx_prune.layers import ComputeLayer, NotAnalysed, node_name
+from onnx_prune.shapes import infer_tensor_types
 from onnx_prune.weights import LayerWeights, TensorSparsity, WeightReport
 
 Kind = Literal["depthwise", "pointwise", "conv", "fc"]
@@ -268,16 +269,11 @@ class _Widths:
 
 def _element_types(model: onnx.ModelProto) -> dict[str, int]:
     """The ONNX element type of every tensor that the graph or shape inference declares."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # inference rejects some valid models; fall back to what is declared
-        inferred = model
-    graph = inferred.graph
-    types = {tensor.name: int(tensor.data_type) for tensor in graph.initializer}
-    for value in (*graph.value_info, *graph.input, *graph.output):
-        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
-            types[value.name] = int(value.type.tensor_type.elem_type)
-    return types
+    return {
+        name: found.elem_type
+        for name, found in infer_tensor_types(model).items()
+        if found.elem_type != onnx.TensorProto.UNDEFINED
+    }
 
 
 def _layer_load(

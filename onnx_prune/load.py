@@ -52,10 +52,6 @@ class LoadedModel:
         """The model's version of the default ONNX operator set."""
         return default_opset(self.model)
 
-    def external_files(self) -> set[Path]:
-        """Every external data file the model refers to."""
-        return {span.file for span in self.external.values()}
-
 
 def default_opset(model: onnx.ModelProto) -> int:
     """The version of the default (``ai.onnx``) operator set imported by ``model``."""

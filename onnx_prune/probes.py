@@ -33,6 +33,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.layers import ComputeLayer
+from onnx_prune.load import default_opset
+from onnx_prune.shapes import UNKNOWN, TensorType, infer_tensor_types
 
 PREFIX = "onnx_prune_probe"
 MAX_EXACT_PLANE = 1 << 22
@@ -106,17 +108,17 @@ def add_probes(
     tile: tuple[int, int] = DEFAULT_TILE,
 ) -> ProbedModel:
     """A copy of ``model`` measuring every compute layer's IFM and OFM at each ε."""
-    opset = _opset(model)
+    opset = default_opset(model)
     if opset < 7:
         raise UnsupportedModelError(f"opset {opset} is older than 7: re-export the model")
     probed = onnx.ModelProto()
     probed.CopyFrom(model)
-    types = _known_types(probed)
+    types = infer_tensor_types(probed)
     builder = _Builder(probed, opset, tuple(float(e) for e in eps))
     nonnegative = _NonNegative(probed.graph)
     quantization = _quantization(probed.graph)
     probes = [
-        builder.add(tensor, types.get(tensor, _UNKNOWN), tile, nonnegative(tensor))
+        builder.add(tensor, types.get(tensor, UNKNOWN), tile, nonnegative(tensor))
         for tensor in probed_tensors(layers)
     ]
     probes = [_with_quantization(probe, quantization) for probe in probes]
@@ -159,40 +161,6 @@ def _quantization(graph: onnx.GraphProto) -> dict[str, tuple[float, float]]:
 
 def _is_scalar(tensor: TensorProto) -> bool:
     return int(np.prod(tensor.dims)) == 1 if len(tensor.dims) else True
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-@dataclass(frozen=True)
-class _TensorType:
-    """What shape inference knows of a tensor: element type and dims (None when unknown)."""
-
-    elem_type: int
-    shape: tuple[int | None, ...] | None
-
-
-def _known_types(model: onnx.ModelProto) -> dict[str, _TensorType]:
-    """Element types and static shapes of every tensor shape inference can determine."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # shape inference rejects some valid models; probes then go generic
-        inferred = model
-    types: dict[str, _TensorType] = {}
-    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-    for value in values:
-        if value.type.HasField("tensor_type"):
-            tensor_type = value.type.tensor_type
-            dims = tensor_type.shape.dim if tensor_type.HasField("shape") else None
-            shape = None if dims is None else tuple(d.dim_value or None for d in dims)
-            types[value.name] = _TensorType(tensor_type.elem_type, shape)
-    for tensor in model.graph.initializer:
-        types[tensor.name] = _TensorType(tensor.data_type, tuple(int(d) for d in tensor.dims))
-    return types
-
-
-_UNKNOWN = _TensorType(TensorProto.UNDEFINED, None)
 
 
 def _attribute_text(node: onnx.NodeProto, name: str) -> str:
@@ -255,7 +223,7 @@ class _Builder:
         self.index = 0
 
     def add(
-        self, tensor: str, known: _TensorType, tile: tuple[int, int], nonnegative: bool
+        self, tensor: str, known: TensorType, tile: tuple[int, int], nonnegative: bool
     ) -> Probe:
         """Probe one tensor, in the graph when it is a float32 map of known C, H, W."""
         self.index += 1
@@ -267,7 +235,7 @@ class _Builder:
                 return self._plane_probe(tensor, base, (channels, height, width), tile, nonnegative)
         return self._tensor_probe(tensor, base, known)
 
-    def _tensor_probe(self, tensor: str, base: str, known: _TensorType) -> Probe:
+    def _tensor_probe(self, tensor: str, base: str, known: TensorType) -> Probe:
         output = f"{base}_values"
         self.nodes.append(helper.make_node("Identity", [tensor], [output], name=output))
         rank = len(known.shape) if known.shape is not None else None

@@ -30,6 +30,7 @@ from onnx import TensorProto, helper
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.layers import ComputeLayer
 from onnx_prune.load import default_opset
+from onnx_prune.shapes import infer_tensor_types
 
 logger = logging.getLogger(__name__)
 
@@ -392,17 +393,8 @@ def _all_names(graph: onnx.GraphProto) -> set[str]:
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, tuple[int | None, int | None]]:
-    """(element type, rank) of every tensor shape inference can tell; empty when it fails."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception as error:  # onnx raises several kinds on graphs it cannot infer
-        logger.debug("shape inference failed, IFM types unknown: %s", error)
-        inferred = model
-    graph = inferred.graph
-    types: dict[str, tuple[int | None, int | None]] = {}
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        tensor_type = value.type.tensor_type
-        elem_type = tensor_type.elem_type or None
-        rank = len(tensor_type.shape.dim) if tensor_type.HasField("shape") else None
-        types[value.name] = (elem_type, rank)
-    return types
+    """(element type, rank) of every tensor shape inference can tell."""
+    return {
+        name: (found.elem_type or None, found.rank)
+        for name, found in infer_tensor_types(model).items()
+    }

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     for destination in (args.json, args.plot):
         check_output_path(destination)
     source = _source(args, labels, embedded=is_embedded(model))
-    with _progress(quiet=args.json == "-") as progress:
+    with _progress(console, quiet=args.json == "-") as progress:
         task = progress.add_task("pruned runs", total=None, done=0)
         report = measure_accuracy(
             loaded,
@@ -96,11 +96,11 @@ def _source(args: argparse.Namespace, labels: Labels | None, *, embedded: bool) 
     )
 
 
-def _progress(*, quiet: bool) -> Progress:
+def _progress(console: Console, *, quiet: bool) -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}: {task.fields[done]} samples"),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
         disable=quiet,
     )

@@ -11,7 +11,6 @@ from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.analysis import Analysis
-from onnx_prune.calibrate import TensorStats
 from onnx_prune.report import eps_label, format_random_banner, format_shape, percent
 from onnx_prune.report.bandwidth import format_bandwidth
 from onnx_prune.summary import MapSummary
@@ -153,8 +152,3 @@ def format_paper_comparison(analysis: Analysis) -> Table:
             f"{100 * ofm.channel_saved_share[index]:.2f}%",
         )
     return table
-
-
-def zero_channel_share(stats: TensorStats, index: int) -> float:
-    """The share of channels entirely within ``eps[index]``."""
-    return stats.zero_channels[index] / stats.channels if stats.channels else 0.0
