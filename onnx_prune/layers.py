@@ -25,7 +25,7 @@ _ACTIVATIONS = frozenset(
     }
 )  # fmt: skip
 _AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
-_GATES = frozenset({"Sigmoid", "HardSigmoid"})
+_MAX_GATE_OPS = 4
 
 
 @dataclass(frozen=True)
@@ -197,14 +197,17 @@ def follow_activations(
 ) -> str:
     """The tensor at the end of the activation chain that starts at ``tensor``."""
     while True:
-        following = _next_in_chain(tensor, consumers.get(tensor, []), resolver)
+        following = _next_in_chain(tensor, consumers.get(tensor, []), consumers, resolver)
         if following is None:
             return tensor
         tensor = following
 
 
 def _next_in_chain(
-    tensor: str, users: list[onnx.NodeProto], resolver: ConstantResolver
+    tensor: str,
+    users: list[onnx.NodeProto],
+    consumers: dict[str, list[onnx.NodeProto]],
+    resolver: ConstantResolver,
 ) -> str | None:
     if len(users) == 1:
         user = users[0]
@@ -213,7 +216,7 @@ def _next_in_chain(
             return str(user.output[0])
         return None
     if len(users) == 2:
-        return _gated_output(tensor, users)
+        return _gated_output(tensor, users, consumers, resolver)
     return None
 
 
@@ -222,12 +225,48 @@ def _other_is_constant(node: onnx.NodeProto, tensor: str, resolver: ConstantReso
     return len(others) == 1 and resolver.is_constant(others[0])
 
 
-def _gated_output(tensor: str, users: list[onnx.NodeProto]) -> str | None:
-    """The output of x * gate(x) (SiLU/Swish, HardSwish written out), or None."""
-    gates = [user for user in users if user.op_type in _GATES and user.input[0] == tensor]
-    products = [user for user in users if user.op_type == "Mul"]
-    if len(gates) != 1 or len(products) != 1:
+def _gated_output(
+    tensor: str,
+    users: list[onnx.NodeProto],
+    consumers: dict[str, list[onnx.NodeProto]],
+    resolver: ConstantResolver,
+) -> str | None:
+    """The output of x * gate(x), or None.
+
+    The gate is a chain of activations and constant affine ops starting at x: Sigmoid (SiLU,
+    Swish), HardSigmoid, or HardSwish written out as clip(x + 3, 0, 6) / 6 (paddle2onnx).
+    """
+    products = [user for user in users if user.op_type == "Mul" and tensor in user.input]
+    others = [user for user in users if user not in products]
+    if len(products) != 1 or len(others) != 1:
         return None
-    if set(products[0].input) == {tensor, gates[0].output[0]}:
-        return str(products[0].output[0])
+    product = products[0]
+    gate = _follow_gate(tensor, others[0], consumers, resolver, stop=product)
+    if gate is not None and set(product.input) == {tensor, gate}:
+        return str(product.output[0])
+    return None
+
+
+def _follow_gate(
+    tensor: str,
+    first: onnx.NodeProto,
+    consumers: dict[str, list[onnx.NodeProto]],
+    resolver: ConstantResolver,
+    *,
+    stop: onnx.NodeProto,
+) -> str | None:
+    """The tensor a gate chain ends in just before ``stop``, following single consumers."""
+    node, current = first, tensor
+    for _ in range(_MAX_GATE_OPS):
+        is_activation = node.op_type in _ACTIVATIONS and node.input[0] == current
+        is_affine = node.op_type in _AFFINE and _other_is_constant(node, current, resolver)
+        if not (is_activation or is_affine):
+            return None
+        current = str(node.output[0])
+        following = consumers.get(current, [])
+        if following == [stop]:
+            return current
+        if len(following) != 1:
+            return None
+        node = following[0]
     return None

@@ -415,3 +415,55 @@ def test_unoptimized_run_gives_the_same_counts_on_a_graph_without_fusions(tmp_pa
         for optimize in (True, False)
     ]
     assert runs[0].activations.tensors == runs[1].activations.tensors
+
+
+def _gated_model(gate_nodes: list[onnx.NodeProto], tail: list[onnx.NodeProto], out: str):
+    weight = np.ones((2, 3, 1, 1), np.float32)
+    constants = {
+        "three": np.array(3, np.float32),
+        "zero": np.array(0, np.float32),
+        "six": np.array(6, np.float32),
+    }
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), *gate_nodes, *tail]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info(out, FLOAT, ["N", 2, 4, 4])],
+        [numpy_helper.from_array(weight, "w")]
+        + [numpy_helper.from_array(v, k) for k, v in constants.items()],
+    )
+
+
+@pytest.mark.parametrize(
+    ("gate", "tail", "ofm"),
+    [
+        (  # SiLU / Swish: x * sigmoid(x)
+            [helper.make_node("Sigmoid", ["c"], ["s"])],
+            [helper.make_node("Mul", ["c", "s"], ["y"])],
+            "y",
+        ),
+        (  # HardSwish as paddle2onnx writes it: x * clip(x + 3, 0, 6) / 6
+            [
+                helper.make_node("Add", ["c", "three"], ["a"]),
+                helper.make_node("Clip", ["a", "zero", "six"], ["g"]),
+            ],
+            [
+                helper.make_node("Mul", ["c", "g"], ["m"]),
+                helper.make_node("Div", ["m", "six"], ["y"]),
+            ],
+            "y",
+        ),
+        (  # a product with another computed tensor is not a gate: the chain stops at the conv
+            [helper.make_node("Relu", ["x"], ["g"])],
+            [helper.make_node("Mul", ["c", "c"], ["y"])],
+            "c",
+        ),
+    ],
+    ids=["silu", "hardswish", "not-a-gate"],
+)
+def test_gated_activations_end_the_chain_after_the_product(
+    tmp_path: Path, gate: list[onnx.NodeProto], tail: list[onnx.NodeProto], ofm: str
+) -> None:
+    loaded = load_model(save(_gated_model(gate, tail, "y"), tmp_path))
+    (layer,) = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
+    assert layer.ofm == ofm
