@@ -10,6 +10,7 @@ import onnx
 from rich.console import Console
 
 from onnx_prune.errors import ConversionError
+from onnx_prune.load import default_opset
 
 if TYPE_CHECKING:
     from onnx_prune.cli import Subparsers
@@ -23,7 +24,7 @@ def run_darknet(args: argparse.Namespace, console: Console) -> int:
     model = convert_darknet(args.cfg, args.weights)
     onnx.save(model, str(args.output))
     layers = sum(1 for node in model.graph.node if node.op_type in ("Conv", "Gemm"))
-    console.print(f"wrote {args.output} ({layers} conv/fc layers, opset 13)")
+    console.print(f"wrote {args.output} ({layers} conv/fc layers, opset {default_opset(model)})")
     return 0
 
 
