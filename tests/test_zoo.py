@@ -14,22 +14,18 @@ from onnx import helper, numpy_helper
 from PIL import Image
 
 from onnx_prune.analysis import Calibration, analyze_model
+from onnx_prune.baseline import Baseline, BaselineModel, Figure, compare_to_baseline, read_baseline
 from onnx_prune.cli import main
 from onnx_prune.errors import InputDataError
 from onnx_prune.report.zoo import format_zoo, format_zoo_markdown
 from onnx_prune.zoo import (
-    Baseline,
-    BaselineModel,
-    Figure,
     ModelFigures,
     ModelResult,
     ZooJob,
     ZooModel,
     ZooOutcome,
-    compare_to_baseline,
     find_models,
     model_figures,
-    read_baseline,
     run_zoo,
 )
 from tests.builders import FLOAT, make_model, save

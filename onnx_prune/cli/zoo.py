@@ -18,22 +18,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from onnx_prune.analysis import DEFAULT_EPS, Calibration
+from onnx_prune.baseline import (
+    DEFAULT_TOLERANCE,
+    baseline_text,
+    check_baseline_eps,
+    compare_to_baseline,
+    read_baseline,
+)
 from onnx_prune.cli import DEFAULT_IMAGES, is_embedded, parse_eps, write_json, write_output
 from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, parse_size, positive_int
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import PRESETS, find_images
 from onnx_prune.report.zoo import format_model_done, format_zoo, format_zoo_markdown
 from onnx_prune.zoo import (
-    DEFAULT_TOLERANCE,
     ModelResult,
     ZooJob,
     ZooModel,
     ZooOutcome,
-    baseline_text,
-    check_baseline_eps,
-    compare_to_baseline,
     find_models,
-    read_baseline,
     run_zoo,
     zoo_document,
     zoo_eps,
