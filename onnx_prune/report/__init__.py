@@ -8,8 +8,11 @@ every report shares; each command's tables live in a module of their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from rich import box
 from rich.console import RenderableType
+from rich.table import Table
 from rich.text import Text
 
 RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS: these numbers say nothing about a trained network"
@@ -33,3 +36,8 @@ def format_shape(shape: Sequence[int | str]) -> str:
 def format_random_banner(random_weights: bool) -> RenderableType:
     """A loud line when the model's weights are random, else nothing."""
     return Text(RANDOM_WEIGHTS_BANNER, style="bold red") if random_weights else Text("")
+
+
+def plain_table(title: str, **options: Any) -> Table:
+    """The tables of every report: a left-aligned title and one rule under the header."""
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)

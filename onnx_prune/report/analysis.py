@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.analysis import Analysis
-from onnx_prune.report import eps_label, format_random_banner, format_shape, percent
+from onnx_prune.report import eps_label, format_random_banner, format_shape, percent, plain_table
 from onnx_prune.report.bandwidth import format_bandwidth
 from onnx_prune.summary import MapSummary
 
@@ -45,12 +44,9 @@ def format_layers(analysis: Analysis) -> Table:
     """Per compute layer: the IFM's zero share at each ε, zero channels, and the OFM."""
     eps = analysis.activations.eps
     stats = analysis.activations.tensors
-    table = Table(
-        title=f"Feature maps per compute layer: {analysis.model}\n"
+    table = plain_table(
+        f"Feature maps per compute layer: {analysis.model}\n"
         f"IFM zero % at each ε; zero channels (ch) % and OFM zero % at {eps_label(eps[0])}",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
     )
     table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=22)
     table.add_column("op", no_wrap=True)

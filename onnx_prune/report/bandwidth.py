@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.bandwidth import GRANULARITIES, BandwidthReport, LayerLoad, LoadTotal
-from onnx_prune.report import eps_label, percent
+from onnx_prune.report import eps_label, percent, plain_table
 
 _KIND_LABELS = {
     "depthwise": "depthwise",
@@ -52,13 +51,10 @@ def _accounting(report: BandwidthReport) -> str:
 def format_layer_loads(report: BandwidthReport, *, index: int = 0) -> Table:
     """Per compute layer: kind, MACs, bytes moved, IFM share and IFM saved at one ε."""
     label = eps_label(report.eps[index])
-    table = Table(
-        title=f"Load per compute layer ({_accounting(report)})\n"
+    table = plain_table(
+        f"Load per compute layer ({_accounting(report)})\n"
         f"IFM %: IFM share of the load; ch/tile/el %: IFM saved at {label} "
         f"(tile {report.tile[0]}×{report.tile[1]})",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
     )
     table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=22)
     table.add_column("kind", no_wrap=True)
@@ -89,11 +85,8 @@ def _saved(saved: float, whole: int) -> str:
 
 def format_load_by_kind(report: BandwidthReport) -> Table:
     """Where the bytes go, by layer kind: the measured form of the paper's depthwise claim."""
-    table = Table(
-        title="Load by layer kind (per sample): IFM share of each kind's load",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    table = plain_table(
+        "Load by layer kind (per sample): IFM share of each kind's load",
     )
     table.add_column("kind")
     for header in ("layers", "MACs", "W kB", "IFM kB", "OFM kB", "W %", "IFM %", "OFM %"):
@@ -122,12 +115,9 @@ def format_pruned_load(report: BandwidthReport) -> Table:
     """Network load without and with dynamic pruning, per ε and granularity."""
     total = report.total
     widths = f"{report.bits}-bit values" if report.bits else "tensor dtypes"
-    table = Table(
-        title=f"Network load with dynamic IFM pruning, per sample ({widths})\n"
+    table = plain_table(
+        f"Network load with dynamic IFM pruning, per sample ({widths})\n"
         f"without pruning {_kilobytes(total.load)} kB; with pruning kB, saved % of that",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
     )
     table.add_column("ε", justify="right")
     for granularity in GRANULARITIES:
@@ -147,11 +137,8 @@ def format_pruned_load(report: BandwidthReport) -> Table:
 def format_ifm_saved(report: BandwidthReport) -> Table:
     """Saved shares of the IFM bytes (the paper's Table 2/3 figure) and of the MACs, per ε."""
     total = report.total
-    table = Table(
-        title="Saved by dynamic pruning (%)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    table = plain_table(
+        "Saved by dynamic pruning (%)",
     )
     table.add_column("share of")
     for value in report.eps:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 
-from onnx_prune.report import eps_label, format_random_banner, format_shape, percent
+from onnx_prune.report import eps_label, format_random_banner, format_shape, percent, plain_table
 from onnx_prune.weights import SparsityTotal, TensorSparsity, WeightReport
 
 
@@ -25,11 +24,8 @@ def format_weights(report: WeightReport) -> RenderableType:
 
 
 def _weights_table(report: WeightReport) -> Table:
-    table = Table(
-        title=f"Weight sparsity: {report.model}\nzero %: weights with |w| <= ε",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    table = plain_table(
+        f"Weight sparsity: {report.model}\nzero %: weights with |w| <= ε",
     )
     table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=24)
     table.add_column("op", no_wrap=True)

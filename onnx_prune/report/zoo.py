@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rich import box
 from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.baseline import Change, Comparison
-from onnx_prune.report import eps_label
+from onnx_prune.report import eps_label, plain_table
 from onnx_prune.zoo import ModelFigures, ModelResult, ZooOutcome
 
 FIGURE_HEADER = "IFM (%)"
@@ -95,11 +94,8 @@ def format_model_done(result: ModelResult, done: int, total: int) -> Text:
 
 
 def _table(outcome: ZooOutcome) -> Table:
-    table = Table(
-        title=f"Model zoo: {_models(len(outcome.results))}",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    table = plain_table(
+        f"Model zoo: {_models(len(outcome.results))}",
         collapse_padding=True,
     )
     table.add_column("model", overflow="fold", min_width=20)
