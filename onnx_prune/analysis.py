@@ -141,7 +141,9 @@ class _Feeds:
     def batches(self, progress: Progress | None) -> Iterator[Batch]:
         """Batches checked against the model's input shapes."""
         self._progress = progress
-        for batch in self._source():
+        source = self._source()
+        self._check_whole_batches()
+        for batch in source:
             self.skipped.extend(batch.skipped)
             for spec in self.specs:
                 array = batch.arrays[spec.name]
@@ -175,6 +177,16 @@ class _Feeds:
             limit=calibration.limit,
         )
 
+    def _check_whole_batches(self) -> None:
+        """A model that fixes its batch above 1 can only take whole batches."""
+        fixed = _fixed_batch(self.specs)
+        if fixed is not None and fixed > 1 and self.total % fixed:
+            raise InputDataError(
+                f"the model fixes its batch at {fixed} and {self.total} samples leave a last "
+                f"batch of {self.total % fixed}: give --limit {self.total - self.total % fixed} "
+                f"(a multiple of {fixed})"
+            )
+
     def _image_input(self) -> TensorSpec:
         if len(self.specs) != 1:
             described = ", ".join(f"'{s.name}' {list(s.shape)}" for s in self.specs)
@@ -185,13 +197,18 @@ class _Feeds:
         return self.specs[0]
 
 
-def _batch_size(specs: Sequence[TensorSpec], requested: int) -> int:
-    """The requested batch size, or the batch the model fixes (e.g. 1) in its first input dim."""
+def _fixed_batch(specs: Sequence[TensorSpec]) -> int | None:
+    """The batch size the model's inputs fix in their first dim, or None when it is free."""
     first_dims = (spec.shape[0] for spec in specs if spec.shape)
     fixed = {dim for dim in first_dims if isinstance(dim, int) and dim > 0}
-    if len(fixed) == 1:
-        batch = next(iter(fixed))
-        if batch != requested:
-            logger.info("the model fixes its batch at %d; using batches of %d", batch, batch)
-        return batch
-    return requested
+    return next(iter(fixed)) if len(fixed) == 1 else None
+
+
+def _batch_size(specs: Sequence[TensorSpec], requested: int) -> int:
+    """The requested batch size, or the batch the model fixes (e.g. 1) in its first input dim."""
+    fixed = _fixed_batch(specs)
+    if fixed is None:
+        return requested
+    if fixed != requested:
+        logger.info("the model fixes its batch at %d; using batches of %d", fixed, fixed)
+    return fixed

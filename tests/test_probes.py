@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_prune.analysis import Analysis, Calibration, analyze_model
 from onnx_prune.constants import ConstantResolver
-from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import load_model
 from onnx_prune.probes import add_probes, probed_tensors
@@ -467,3 +467,12 @@ def test_gated_activations_end_the_chain_after_the_product(
     loaded = load_model(save(_gated_model(gate, tail, "y"), tmp_path))
     (layer,) = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
     assert layer.ofm == ofm
+
+
+def test_a_batch_fixed_above_one_needs_whole_batches(tmp_path: Path) -> None:
+    model_path = save(two_conv_model(batch=4), tmp_path)
+    with pytest.raises(InputDataError, match="give --limit 8 \\(a multiple of 4\\)"):
+        analyze_model(model_path, Calibration(tensors=_inputs(tmp_path, samples=11)), eps=EPS)
+    calibration = Calibration(tensors=_inputs(tmp_path, samples=11), limit=8)
+    analysis = analyze_model(model_path, calibration, eps=EPS)
+    assert (analysis.batch_size, analysis.activations.samples) == (4, 8)
