@@ -46,7 +46,7 @@ from onnx_prune.labels import Labels, Sample, check_classes, check_coverage
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import LoadedModel, is_random_weights
 from onnx_prune.pruning import Granularity, NotPruned, PrunedModel, add_pruning, count_pruned
-from onnx_prune.runtime import ModelSource, Session, TensorSpec
+from onnx_prune.runtime import BatchSplitter, ModelSource, Session, TensorSpec, fixed_batch
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def _plan(
     # IR-3 models list initializers as inputs, and onnxruntime reports them as such.
     constants = {tensor.name for tensor in pruned.model.graph.initializer} | {pruned.eps_input}
     specs = [spec for spec in session.inputs() if spec.name not in constants]
-    fixed = _fixed_batch(specs)
+    fixed = fixed_batch(specs)
     size = fixed or batch_size
     if isinstance(source, ImageSource):
         if labels is not None:
@@ -259,14 +259,6 @@ def _plan(
         batches = _tensor_batches(specs, inputs, size, limit)
     is_image = isinstance(source, ImageSource)
     return _Plan((_fed(batch, specs, fixed, is_image=is_image) for batch in batches), size)
-
-
-def _fixed_batch(specs: Sequence[TensorSpec]) -> int | None:
-    for spec in specs:
-        first = spec.shape[0] if spec.shape else None
-        if isinstance(first, int) and not isinstance(first, bool) and first > 0:
-            return first
-    return None
 
 
 def _check_labels(
@@ -388,8 +380,7 @@ class _Sweep:
         ]
         self._totals = [_Totals() for _ in eps]
         self._state = _State()
-        self._single = False
-        self._proven = False
+        self._splitter = BatchSplitter()
 
     @property
     def samples(self) -> int:
@@ -399,20 +390,9 @@ class _Sweep:
     def add(self, batch: _Samples) -> None:
         """Measure one batch at every ε (one sample at a time once batches have failed)."""
         self._state.skipped.extend(batch.skipped)
-        if self._single:
-            self._add_singly(batch)
-            return
-        try:
-            self._measure(batch)
-        except UnsupportedModelError as error:
-            if self._proven or batch.count < 2:
-                raise
-            logger.warning(
-                "batches of %d fail (%s): running one sample at a time", batch.count, error
-            )
-            self._single = True
-            self._add_singly(batch)
-        self._proven = self._proven or batch.count > 1
+        self._splitter.run(
+            batch.count, lambda: self._measure(batch), lambda: self._add_singly(batch)
+        )
 
     def _add_singly(self, batch: _Samples) -> None:
         for row in range(batch.count):
@@ -508,7 +488,7 @@ class _Sweep:
             ),
             random_weights=is_random_weights(loaded.model),
             output_kind=state.output_kind or "logits",
-            batch_size=1 if self._single else batch_size,
+            batch_size=1 if self._splitter.single else batch_size,
             pruned_layers=sum(len(tensor.layers) for tensor in self._pruned.tensors),
             skipped_inputs=tuple(state.skipped),
             not_pruned=self._pruned.not_pruned,

@@ -34,6 +34,7 @@ from onnx_prune.runtime import (
     Session,
     SessionOptions,
     TensorSpec,
+    fixed_batch,
     model_file,
     open_session,
 )
@@ -179,7 +180,7 @@ class _Feeds:
 
     def _check_whole_batches(self) -> None:
         """A model that fixes its batch above 1 can only take whole batches."""
-        fixed = _fixed_batch(self.specs)
+        fixed = fixed_batch(self.specs)
         if fixed is not None and fixed > 1 and self.total % fixed:
             raise InputDataError(
                 f"the model fixes its batch at {fixed} and {self.total} samples leave a last "
@@ -197,16 +198,9 @@ class _Feeds:
         return self.specs[0]
 
 
-def _fixed_batch(specs: Sequence[TensorSpec]) -> int | None:
-    """The batch size the model's inputs fix in their first dim, or None when it is free."""
-    first_dims = (spec.shape[0] for spec in specs if spec.shape)
-    fixed = {dim for dim in first_dims if isinstance(dim, int) and dim > 0}
-    return next(iter(fixed)) if len(fixed) == 1 else None
-
-
 def _batch_size(specs: Sequence[TensorSpec], requested: int) -> int:
     """The requested batch size, or the batch the model fixes (e.g. 1) in its first input dim."""
-    fixed = _fixed_batch(specs)
+    fixed = fixed_batch(specs)
     if fixed is None:
         return requested
     if fixed != requested:

@@ -17,7 +17,7 @@ from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.inputs import Batch
 from onnx_prune.layers import ComputeLayer
 from onnx_prune.probes import Probe, ProbeManifest
-from onnx_prune.runtime import Session
+from onnx_prune.runtime import BatchSplitter, Session
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,10 @@ def collect_activation_stats(
     ifm_uses, ofm_uses = _uses(layers)
     samples: list[SampleStats] = []
     outputs = manifest.outputs()
+    splitter = BatchSplitter()
     for batch in batches:
-        results = dict(zip(outputs, run_batch(session, outputs, batch.arrays), strict=True))
+        arrays = _run_batch(session, splitter, outputs, batch.arrays)
+        results = dict(zip(outputs, arrays, strict=True))
         counted = {
             p.tensor: _count_probe(p, results, eps, manifest.tile, batch.size)
             for p in manifest.probes
@@ -137,26 +139,22 @@ def collect_activation_stats(
     )
 
 
-def run_batch(
-    session: Session, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]
+def _run_batch(
+    session: Session,
+    splitter: BatchSplitter,
+    outputs: Sequence[str],
+    feeds: Mapping[str, np.ndarray],
 ) -> list[np.ndarray]:
-    """Run one batch; a model that fails on it is retried one sample at a time.
-
-    Old models fix the batch inside the graph (e.g. a Reshape to [1, 2048]) while declaring a
-    symbolic batch; for them the samples are run one by one and the results concatenated.
-    """
+    """Run one batch, whole or (for models that fix their batch inside) one sample at a time."""
     size = len(next(iter(feeds.values())))
-    try:
-        return session.run(outputs, feeds)
-    except UnsupportedModelError:
-        if size <= 1:
-            raise
-    logger.warning("the model failed on a batch of %d; running it one sample at a time", size)
-    singles = [
-        session.run(outputs, {key: value[i : i + 1] for key, value in feeds.items()})
-        for i in range(size)
-    ]
-    return [np.concatenate(parts) for parts in zip(*singles, strict=True)]
+
+    def one_by_one() -> list[np.ndarray]:
+        rows = [
+            session.run(outputs, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(size)
+        ]
+        return [np.concatenate(parts) for parts in zip(*rows, strict=True)]
+
+    return splitter.run(size, lambda: session.run(outputs, feeds), one_by_one)
 
 
 def _uses(layers: Sequence[ComputeLayer]) -> tuple[dict[str, int], dict[str, int]]:

@@ -9,16 +9,19 @@ one-line ``OnnxPruneError``s.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import onnx
 
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.load import LoadedModel
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,46 @@ class OrtSession:
         except Exception as error:  # onnxruntime raises its own untyped exception classes
             raise UnsupportedModelError(f"onnxruntime failed: {_first_line(error)}") from None
         return [np.asarray(result) for result in results]
+
+
+def fixed_batch(specs: Sequence[TensorSpec]) -> int | None:
+    """The batch size the inputs fix in their first dim, or None when it is free (or unclear)."""
+    first_dims = (spec.shape[0] for spec in specs if spec.shape)
+    fixed = {dim for dim in first_dims if isinstance(dim, int) and dim > 0}
+    return next(iter(fixed)) if len(fixed) == 1 else None
+
+
+Result = TypeVar("Result")
+
+
+class BatchSplitter:
+    """Runs work on whole batches until a batch of several samples fails in onnxruntime, then on
+    one sample at a time from there on.
+
+    Old models declare a symbolic batch but fix it inside the graph (e.g. a Reshape to
+    [1, 2048]). A failure after batches have already worked, or on a single sample, is real.
+    """
+
+    def __init__(self) -> None:
+        self.single = False
+        self._proven = False
+
+    def run(
+        self, size: int, whole: Callable[[], Result], one_by_one: Callable[[], Result]
+    ) -> Result:
+        """``whole()`` for the batch of ``size`` samples, or ``one_by_one()`` once split."""
+        if self.single:
+            return one_by_one()
+        try:
+            result = whole()
+        except UnsupportedModelError as error:
+            if self._proven or size < 2:
+                raise
+            logger.warning("batches of %d fail (%s): running one sample at a time", size, error)
+            self.single = True
+            return one_by_one()
+        self._proven = self._proven or size > 1
+        return result
 
 
 _ORT_TYPES = {
