@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from onnx_prune import MODELS_DIR
 from onnx_prune.errors import InputDataError
 
-SYNSETS_FILE = Path(__file__).resolve().parent.parent / "models" / "imagenet_synsets.txt"
+SYNSETS_FILE = MODELS_DIR / "imagenet_synsets.txt"
 """WordNet ids of ImageNet-1k, one a line, in the standard class order (from timm)."""
 
 _WORDNET_ID = re.compile(r"n\d{8}")

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from onnx_prune import __version__
+from onnx_prune import MODELS_DIR, __version__
 from onnx_prune.errors import ModelLoadError, OnnxPruneError, OutputPathError
 from onnx_prune.jsondoc import Document, dumps
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "efficientnet_lite0.onnx"
-DEFAULT_IMAGES = DEFAULT_MODEL.parent / "images"
+DEFAULT_MODEL = MODELS_DIR / "efficientnet_lite0.onnx"
+DEFAULT_IMAGES = MODELS_DIR / "images"
 PIPE_WIDTH = 120  # tables written to a file or CI log: rich would otherwise assume 80 columns
 
 if TYPE_CHECKING:
