@@ -38,6 +38,7 @@ from onnx_prune.runtime import (
     model_file,
     open_session,
 )
+from onnx_prune.shapes import infer_tensor_types
 from onnx_prune.summary import Summary, summarize
 from onnx_prune.weights import WeightReport, count_zero_weights
 
@@ -100,7 +101,8 @@ def analyze_model(
     resolver = ConstantResolver(loaded)
     scan = find_compute_layers(loaded.model, resolver)
     weights = count_zero_weights(loaded, eps=eps, scan=scan, resolver=resolver)
-    probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile)
+    types = infer_tensor_types(loaded.model)
+    probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile, types=types)
     with model_file(loaded, probed.model) as source:
         session = session_factory(source, SessionOptions(optimize=optimize))
         feeds = _Feeds(loaded, session.inputs(), calibration)
@@ -117,7 +119,9 @@ def analyze_model(
         weights=weights,
         activations=stats,
         summary=summarize(scan.layers, stats),
-        bandwidth=estimate_bandwidth(loaded.model, scan.layers, stats, weights, bits=bits),
+        bandwidth=estimate_bandwidth(
+            loaded.model, scan.layers, stats, weights, bits=bits, types=types
+        ),
         batch_size=feeds.batch_size,
         preset=None if calibration.tensors else calibration.preset,
         skipped_inputs=tuple(feeds.skipped),

@@ -38,7 +38,7 @@ from onnx import TensorProto
 
 from onnx_prune.calibrate import ActivationStats, SampleStats, TensorStats
 from onnx_prune.layers import ComputeLayer, NotAnalysed, node_name
-from onnx_prune.shapes import infer_tensor_types
+from onnx_prune.shapes import TensorType, infer_tensor_types
 from onnx_prune.weights import LayerWeights, TensorSparsity, WeightReport
 
 Kind = Literal["depthwise", "pointwise", "conv", "fc"]
@@ -205,6 +205,7 @@ def estimate_bandwidth(
     weights: WeightReport,
     *,
     bits: int | None = None,
+    types: Mapping[str, TensorType] | None = None,
 ) -> BandwidthReport:
     """Bytes, MACs and pruning savings of every compute layer of ``model``, per sample.
 
@@ -215,7 +216,7 @@ def estimate_bandwidth(
         raise ValueError(f"bits must be a positive number of bits per value, got {bits}")
     if stats.samples <= 0:
         raise ValueError("the activation statistics hold no sample: calibrate first")
-    widths = _Widths(model, bits)
+    widths = _Widths(types if types is not None else infer_tensor_types(model), bits)
     scanned = {layer.name: layer for layer in weights.layers}
     loads = tuple(_layer_load(layer, stats, scanned.get(layer.name), widths) for layer in layers)
     complete = [load for load in loads if load.bytes.weights is not None]
@@ -237,9 +238,9 @@ def estimate_bandwidth(
 class _Widths:
     """Bits per value of each tensor: the graph's dtype, or ``bits`` for every tensor."""
 
-    def __init__(self, model: onnx.ModelProto, bits: int | None) -> None:
+    def __init__(self, types: Mapping[str, TensorType], bits: int | None) -> None:
         self._bits = bits
-        self._types = _element_types(model) if bits is None else {}
+        self._types = _element_types(types) if bits is None else {}
         self._assumed: list[str] = []
 
     def feature_map(self, tensor: str) -> int:
@@ -267,11 +268,11 @@ class _Widths:
         return tuple(self._assumed)
 
 
-def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    """The ONNX element type of every tensor that the graph or shape inference declares."""
+def _element_types(types: Mapping[str, TensorType]) -> dict[str, int]:
+    """The known ONNX element type of every tensor."""
     return {
         name: found.elem_type
-        for name, found in infer_tensor_types(model).items()
+        for name, found in types.items()
         if found.elem_type != onnx.TensorProto.UNDEFINED
     }
 

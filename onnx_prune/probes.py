@@ -23,7 +23,7 @@ the host counts it with numpy. Every node is valid at the model's own opset (7 a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -106,6 +106,7 @@ def add_probes(
     *,
     eps: Sequence[float],
     tile: tuple[int, int] = DEFAULT_TILE,
+    types: Mapping[str, TensorType] | None = None,
 ) -> ProbedModel:
     """A copy of ``model`` measuring every compute layer's IFM and OFM at each ε."""
     opset = default_opset(model)
@@ -113,7 +114,7 @@ def add_probes(
         raise UnsupportedModelError(f"opset {opset} is older than 7: re-export the model")
     probed = onnx.ModelProto()
     probed.CopyFrom(model)
-    types = infer_tensor_types(probed)
+    types = types if types is not None else infer_tensor_types(model)
     builder = _Builder(probed, opset, tuple(float(e) for e in eps))
     nonnegative = _NonNegative(probed.graph)
     quantization = _quantization(probed.graph)
