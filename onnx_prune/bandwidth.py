@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from onnx_prune.calibrate import ActivationStats, SampleStats, TensorStats
+from onnx_prune.calibrate import ActivationStats, TensorStats
 from onnx_prune.layers import ComputeLayer, NotAnalysed, node_name
 from onnx_prune.shapes import TensorType, infer_tensor_types
 from onnx_prune.weights import LayerWeights, TensorSparsity, WeightReport
@@ -165,20 +165,6 @@ class LoadTotal:
 
 
 @dataclass(frozen=True)
-class SampleSaving:
-    """One sample's IFM values in zero channels, summed over every compute layer (Table 2)."""
-
-    name: str
-    ifm_elements: int
-    saved_elements: tuple[int, ...]
-
-    @property
-    def share(self) -> tuple[float, ...]:
-        """Saved values / IFM values, per ε; equal to the byte share when widths are uniform."""
-        return tuple(_share(saved, self.ifm_elements) for saved in self.saved_elements)
-
-
-@dataclass(frozen=True)
 class BandwidthReport:
     """The bandwidth model of one analysis: per layer, totals, per kind and per sample."""
 
@@ -189,7 +175,6 @@ class BandwidthReport:
     layers: tuple[LayerLoad, ...]
     total: LoadTotal
     by_kind: Mapping[Kind, LoadTotal]
-    per_sample: tuple[SampleSaving, ...]
     not_analysed: tuple[NotAnalysed, ...]
     assumed_widths: tuple[str, ...]
 
@@ -229,7 +214,6 @@ def estimate_bandwidth(
         layers=loads,
         total=_total(complete, width),
         by_kind={kind: _total([c for c in complete if c.kind == kind], width) for kind in KINDS},
-        per_sample=tuple(_sample_saving(sample) for sample in stats.per_sample),
         not_analysed=_not_analysed(model, layers, weights, loads),
         assumed_widths=widths.assumed(),
     )
@@ -380,10 +364,6 @@ def _total(loads: Sequence[LayerLoad], width: int) -> LoadTotal:
     )
 
 
-def _sample_saving(sample: SampleStats) -> SampleSaving:
-    return SampleSaving(sample.name, sample.ifm_elements, sample.ifm_saved)
-
-
 def _not_analysed(
     model: onnx.ModelProto,
     layers: Sequence[ComputeLayer],
@@ -472,7 +452,8 @@ def bandwidth_layer_document(layer: LayerLoad) -> dict[str, Any]:
 
 
 def bandwidth_totals_document(report: BandwidthReport) -> dict[str, Any]:
-    """The value of the document's ``"bandwidth"`` field: totals, per kind, per sample, gaps."""
+    """The value of the document's ``"bandwidth"`` field: totals, per kind, gaps (per-sample
+    shares are in the ``"summary"``)."""
     return {
         "bits": report.bits,
         "unit": "bytes per sample",
@@ -480,15 +461,6 @@ def bandwidth_totals_document(report: BandwidthReport) -> dict[str, Any]:
         "tile": list(report.tile),
         "total": _total_document(report.total),
         "by_kind": {kind: _total_document(total) for kind, total in report.by_kind.items()},
-        "per_sample": [
-            {
-                "name": sample.name,
-                "ifm_elements": sample.ifm_elements,
-                "saved_elements": list(sample.saved_elements),
-                "saved_share": list(sample.share),
-            }
-            for sample in report.per_sample
-        ],
         "not_analysed": [
             {"name": item.name, "op_type": item.op_type, "reason": item.reason}
             for item in report.not_analysed

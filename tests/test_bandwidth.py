@@ -20,6 +20,7 @@ from onnx_prune.bandwidth import (
     bandwidth_totals_document,
     estimate_bandwidth,
 )
+from onnx_prune.jsondoc import analysis_document
 from onnx_prune.report.bandwidth import format_bandwidth
 from tests.builders import FLOAT, make_model, save
 from tests.golden_util import assert_golden, render
@@ -239,15 +240,16 @@ def test_totals_and_ifm_share_by_kind(network: tuple[onnx.ModelProto, Analysis])
 
 
 def test_per_sample_shares_match_numpy(network: tuple[onnx.ModelProto, Analysis]) -> None:
-    report = _estimate(network)
+    analysis = network[1]
     ifms = _ifms(network[0])
-    for index, sample in enumerate(report.per_sample):
+    samples = zip(analysis.activations.per_sample, analysis.summary.per_sample, strict=True)
+    for index, (sample, share) in enumerate(samples):
         values = [ifms[name][index : index + 1] for name in LAYERS]
         assert sample.ifm_elements == sum(v.size for v in values)
         for k, eps in enumerate(EPS):
             expected = sum(_saved_values(v, eps)["channel"] for v in values)
-            assert sample.saved_elements[k] == expected
-            assert sample.share[k] == pytest.approx(expected / sample.ifm_elements)
+            assert sample.ifm_saved[k] == expected
+            assert share.ifm[k] == pytest.approx(expected / sample.ifm_elements)
 
 
 def test_pooling_is_listed_as_not_analysed(network: tuple[onnx.ModelProto, Analysis]) -> None:
@@ -297,7 +299,8 @@ def test_totals_document_is_json(network: tuple[onnx.ModelProto, Analysis]) -> N
     assert set(document["total"]["saved_bytes"]) == {"channel", "tile", "element"}
     assert len(document["total"]["saved_share"]["tile"]) == len(EPS)
     assert set(document["by_kind"]) == {"depthwise", "pointwise", "conv", "fc"}
-    assert len(document["per_sample"]) == SAMPLES
+    assert "per_sample" not in document  # one place only: the summary's per-sample shares
+    assert len(analysis_document(network[1])["summary"]["per_sample"]) == SAMPLES
     assert document["not_analysed"][0]["op_type"] == "MaxPool"
 
 
