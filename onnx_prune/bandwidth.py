@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -432,62 +432,3 @@ def _chain_nodes(
 
 def _share(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
-
-
-def bandwidth_layer_document(layer: LayerLoad) -> dict[str, Any]:
-    """A layer's JSON fields: ``bytes`` (integers), ``saved_bytes`` (indexed like eps), ...
-
-    ``saved_bytes`` and ``macs_skipped_channel`` are means per sample rounded to integers;
-    ``weights``, ``macs`` and ``ifm_share`` are null when the layer's weight is unknown.
-    """
-    skipped = layer.macs_skipped_channel
-    return {
-        "kind": layer.kind,
-        "macs": layer.macs,
-        "bytes": {"weights": layer.bytes.weights, "ifm": layer.bytes.ifm, "ofm": layer.bytes.ofm},
-        "saved_bytes": _saved_document(layer.saved),
-        "macs_skipped_channel": _rounded(skipped) if skipped is not None else None,
-        "ifm_share": layer.ifm_share,
-    }
-
-
-def bandwidth_totals_document(report: BandwidthReport) -> dict[str, Any]:
-    """The value of the document's ``"bandwidth"`` field: totals, per kind, gaps (per-sample
-    shares are in the ``"summary"``)."""
-    return {
-        "bits": report.bits,
-        "unit": "bytes per sample",
-        "samples": report.samples,
-        "tile": list(report.tile),
-        "total": _total_document(report.total),
-        "by_kind": {kind: _total_document(total) for kind, total in report.by_kind.items()},
-        "not_analysed": [
-            {"name": item.name, "op_type": item.op_type, "reason": item.reason}
-            for item in report.not_analysed
-        ],
-        "assumed_widths": list(report.assumed_widths),
-    }
-
-
-def _total_document(total: LoadTotal) -> dict[str, Any]:
-    return {
-        "layers": total.layers,
-        "macs": total.macs,
-        "bytes": {"weights": total.weights, "ifm": total.ifm, "ofm": total.ofm},
-        "load": total.load,
-        "ifm_share": total.ifm_share,
-        "saved_bytes": _saved_document(total.saved),
-        "pruned_load": {g: _rounded(total.pruned_load(g)) for g in GRANULARITIES},
-        "saved_share": {g: list(total.saved_share(g)) for g in GRANULARITIES},
-        "ifm_saved_share": {g: list(total.ifm_saved_share(g)) for g in GRANULARITIES},
-        "macs_skipped_channel": _rounded(total.macs_skipped_channel),
-        "macs_skipped_share": list(total.macs_skipped_share()),
-    }
-
-
-def _saved_document(saved: SavedBytes) -> dict[str, list[int]]:
-    return {granularity: _rounded(saved.of(granularity)) for granularity in GRANULARITIES}
-
-
-def _rounded(values: Sequence[float]) -> list[int]:
-    return [round(value) for value in values]

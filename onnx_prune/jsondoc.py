@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from onnx_prune.bandwidth import bandwidth_layer_document, bandwidth_totals_document
+from onnx_prune.bandwidth import (
+    GRANULARITIES,
+    BandwidthReport,
+    LayerLoad,
+    LoadTotal,
+    SavedBytes,
+)
 from onnx_prune.weights import LayerWeights, SparsityTotal, TensorSparsity, WeightReport
 
 if TYPE_CHECKING:
@@ -175,3 +182,62 @@ def _map_document(summary: MapSummary) -> Document:
         "channel_saved_share": list(summary.channel_saved_share),
         "layers_with_zero_channels": list(summary.layers_with_zero_channels),
     }
+
+
+def bandwidth_layer_document(layer: LayerLoad) -> Document:
+    """A layer's JSON fields: ``bytes`` (integers), ``saved_bytes`` (indexed like eps), ...
+
+    ``saved_bytes`` and ``macs_skipped_channel`` are means per sample rounded to integers;
+    ``weights``, ``macs`` and ``ifm_share`` are null when the layer's weight is unknown.
+    """
+    skipped = layer.macs_skipped_channel
+    return {
+        "kind": layer.kind,
+        "macs": layer.macs,
+        "bytes": {"weights": layer.bytes.weights, "ifm": layer.bytes.ifm, "ofm": layer.bytes.ofm},
+        "saved_bytes": _saved_document(layer.saved),
+        "macs_skipped_channel": _rounded(skipped) if skipped is not None else None,
+        "ifm_share": layer.ifm_share,
+    }
+
+
+def bandwidth_totals_document(report: BandwidthReport) -> Document:
+    """The value of the document's ``"bandwidth"`` field: totals, per kind, gaps (per-sample
+    shares are in the ``"summary"``)."""
+    return {
+        "bits": report.bits,
+        "unit": "bytes per sample",
+        "samples": report.samples,
+        "tile": list(report.tile),
+        "total": _total_document(report.total),
+        "by_kind": {kind: _total_document(total) for kind, total in report.by_kind.items()},
+        "not_analysed": [
+            {"name": item.name, "op_type": item.op_type, "reason": item.reason}
+            for item in report.not_analysed
+        ],
+        "assumed_widths": list(report.assumed_widths),
+    }
+
+
+def _total_document(total: LoadTotal) -> Document:
+    return {
+        "layers": total.layers,
+        "macs": total.macs,
+        "bytes": {"weights": total.weights, "ifm": total.ifm, "ofm": total.ofm},
+        "load": total.load,
+        "ifm_share": total.ifm_share,
+        "saved_bytes": _saved_document(total.saved),
+        "pruned_load": {g: _rounded(total.pruned_load(g)) for g in GRANULARITIES},
+        "saved_share": {g: list(total.saved_share(g)) for g in GRANULARITIES},
+        "ifm_saved_share": {g: list(total.ifm_saved_share(g)) for g in GRANULARITIES},
+        "macs_skipped_channel": _rounded(total.macs_skipped_channel),
+        "macs_skipped_share": list(total.macs_skipped_share()),
+    }
+
+
+def _saved_document(saved: SavedBytes) -> dict[str, list[int]]:
+    return {granularity: _rounded(saved.of(granularity)) for granularity in GRANULARITIES}
+
+
+def _rounded(values: Sequence[float]) -> list[int]:
+    return [round(value) for value in values]

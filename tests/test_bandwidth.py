@@ -16,11 +16,13 @@ from onnx_prune.analysis import Analysis, Calibration, analyze_model
 from onnx_prune.bandwidth import (
     GRANULARITIES,
     BandwidthReport,
-    bandwidth_layer_document,
-    bandwidth_totals_document,
     estimate_bandwidth,
 )
-from onnx_prune.jsondoc import analysis_document
+from onnx_prune.jsondoc import (
+    analysis_document,
+    bandwidth_layer_document,
+    bandwidth_totals_document,
+)
 from onnx_prune.report.bandwidth import format_bandwidth
 from tests.builders import FLOAT, make_model, save
 from tests.golden_util import assert_golden, render
