@@ -414,7 +414,7 @@ class _Sweep:
             self._add_counts(totals, outputs[1:], batch.count)
 
     def _run(self, outputs: list[str], batch: _Samples, eps: float) -> list[Array]:
-        feeds = {**batch.feeds, self._pruned.eps_input: np.array(eps, dtype=np.float32)}
+        feeds = {**batch.feeds, self._pruned.eps_input: self._pruned.eps_feed(eps)}
         return self._session.run(outputs, feeds)
 
     def _scores(self, output: Array, count: int) -> Scores:

@@ -2,9 +2,11 @@
 
 At the IFM of every compute layer the pass inserts nodes that zero each channel (an (n, c) plane;
 each value for rank-2 inputs) whose values are all within ε (``|x| <= ε``), or with element
-granularity each value within ε. ε is a new scalar float input of the graph, so one session serves
-a whole sweep; a negative ε prunes nothing, which makes the same session the unpruned baseline.
-NaN is never within ε.
+granularity each value within ε. ε is a new float input of the graph, a vector with one entry per
+pruned tensor (``PrunedTensor.eps_index``), so one session serves a whole sweep, uniform or per
+layer; a negative entry prunes nothing, which makes the same session the unpruned baseline.
+``PrunedModel.eps_feed`` builds the vector from one ε or from a map of IFM name to ε. NaN is
+never within ε.
 
 Beside each pruned IFM the pass adds two small outputs, so the runtime learns how much load the
 pruning skipped without pulling a feature map out of the session: the IFM's shape, and per (n, c)
@@ -40,6 +42,9 @@ GRANULARITIES: tuple[Granularity, ...] = ("channel", "element")
 EPS_INPUT = "onnx_prune_eps"
 """The preferred name of the ε input (a suffix is added if the model already uses it)."""
 
+UNPRUNED = -1.0
+"""The ε entry that prunes nothing: no |x| is <= a negative number."""
+
 MIN_OPSET = 9
 _QUANTIZED = frozenset({"QLinearConv", "QLinearMatMul"})
 _FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16})
@@ -51,6 +56,7 @@ class PrunedTensor:
 
     ``count_output`` is ``[N, C, 1]`` 0/1 flags of pruned channels (channel granularity) or
     ``[N, C]`` counts of pruned values (element granularity); ``shape_output`` is the IFM's shape.
+    ``eps_index`` is this tensor's entry in the ε input vector.
     """
 
     tensor: str
@@ -58,6 +64,7 @@ class PrunedTensor:
     layers: tuple[str, ...]
     count_output: str
     shape_output: str
+    eps_index: int
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,15 @@ class PrunedModel:
     granularity: Granularity
     tensors: tuple[PrunedTensor, ...]
     not_pruned: tuple[NotPruned, ...]
+
+    def eps_feed(self, eps: float | Mapping[str, float]) -> npt.NDArray[np.float32]:
+        """The ε input vector: ``eps`` for every pruned tensor, or each tensor's own ε from a
+        map of IFM name to ε (tensors the map leaves out get ``UNPRUNED``)."""
+        values = np.full(len(self.tensors), UNPRUNED, dtype=np.float32)
+        for tensor in self.tensors:
+            own = eps if not isinstance(eps, Mapping) else eps.get(tensor.tensor, UNPRUNED)
+            values[tensor.eps_index] = own
+        return values
 
 
 @dataclass(frozen=True)
@@ -161,7 +177,6 @@ class _Builder:
         self._unprunable_inputs = set() if model_inputs else inputs
         self._constants: dict[str, str] = {}
         self.eps_input = self.unique(EPS_INPUT)
-        self._add_eps_input()
 
     def prune_all(
         self, groups: Mapping[str, list[ComputeLayer]]
@@ -175,7 +190,8 @@ class _Builder:
             if reason is not None:
                 skipped.append(NotPruned(tensor, names, reason))
                 continue
-            pruned.append(self._prune(index, tensor, layers))
+            pruned.append(self._prune(index, tensor, layers, eps_index=len(pruned)))
+        self._add_eps_input(len(pruned))
         return tuple(pruned), tuple(skipped)
 
     def _why_not(self, tensor: str, layers: list[ComputeLayer]) -> str | None:
@@ -192,10 +208,12 @@ class _Builder:
             return f"feature map of rank {rank} has no (batch, channel) axes"
         return None
 
-    def _prune(self, index: int, tensor: str, layers: list[ComputeLayer]) -> PrunedTensor:
+    def _prune(
+        self, index: int, tensor: str, layers: list[ComputeLayer], *, eps_index: int
+    ) -> PrunedTensor:
         prefix = f"onnx_prune/{index}"
         elem_type, rank = self._types.get(tensor, (None, None))
-        nodes = _Nodes(self, prefix, elem_type, rank)
+        nodes = _Nodes(self, prefix, elem_type, rank, eps_index)
         shape = nodes.add("Shape", [tensor], "shape")
         if self._granularity == "channel":
             output, count = nodes.prune_channels(tensor, shape)
@@ -205,7 +223,7 @@ class _Builder:
         self._rewire(tensor, output, layers)
         self._add_outputs(count, shape, rank)
         names = tuple(layer.name for layer in layers)
-        return PrunedTensor(tensor, output, names, count, shape)
+        return PrunedTensor(tensor, output, names, count, shape, eps_index)
 
     def _insert(self, nodes: list[onnx.NodeProto], layers: list[ComputeLayer]) -> None:
         """Put ``nodes`` just before the first layer reading the IFM (a topological order)."""
@@ -233,9 +251,9 @@ class _Builder:
         )
         self._graph.output.append(helper.make_tensor_value_info(shape, TensorProto.INT64, [None]))
 
-    def _add_eps_input(self) -> None:
+    def _add_eps_input(self, entries: int) -> None:
         self._graph.input.append(
-            helper.make_tensor_value_info(self.eps_input, TensorProto.FLOAT, [])
+            helper.make_tensor_value_info(self.eps_input, TensorProto.FLOAT, [entries])
         )
 
     def constant(self, name: str, values: npt.ArrayLike, dtype: npt.DTypeLike) -> str:
@@ -251,18 +269,6 @@ class _Builder:
                     helper.make_tensor_value_info(unique, tensor.data_type, list(array.shape))
                 )
             self._constants[key] = unique
-        return self._constants[key]
-
-    def eps_as(self, elem_type: int | None) -> str:
-        """The ε input in the IFM's float type (a Cast, shared per type, when it is not float)."""
-        if elem_type in (None, TensorProto.FLOAT):
-            return self.eps_input
-        key = f"eps:{elem_type}"
-        if key not in self._constants:
-            name = self.unique(f"onnx_prune/eps_{TensorProto.DataType.Name(elem_type).lower()}")
-            cast = helper.make_node("Cast", [self.eps_input], [name], name=name, to=elem_type)
-            self._graph.node.insert(0, cast)
-            self._constants[key] = name
         return self._constants[key]
 
     @property
@@ -284,12 +290,19 @@ class _Nodes:
     """The nodes that prune one IFM, named ``PREFIX/ROLE``."""
 
     def __init__(
-        self, builder: _Builder, prefix: str, elem_type: int | None, rank: int | None
+        self,
+        builder: _Builder,
+        prefix: str,
+        elem_type: int | None,
+        rank: int | None,
+        eps_index: int,
     ) -> None:
         self._builder = builder
         self._prefix = prefix
         self._elem_type = elem_type
         self._rank = rank
+        self._eps_index = eps_index
+        self._eps: str | None = None
         self.nodes: list[onnx.NodeProto] = []
 
     def add(self, op_type: str, inputs: Sequence[str], role: str, **attributes: Any) -> str:
@@ -298,10 +311,22 @@ class _Nodes:
         self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=name, **attributes))
         return name
 
+    def eps(self) -> str:
+        """This tensor's scalar ε (its entry of the ε vector) in the IFM's float type."""
+        if self._eps is None:
+            index = self._builder.constant(
+                f"eps_index_{self._eps_index}", self._eps_index, np.int64
+            )
+            eps = self.add("Gather", [self._builder.eps_input, index], "eps", axis=0)
+            if self._elem_type not in (None, TensorProto.FLOAT):
+                eps = self.add("Cast", [eps], "eps_cast", to=self._elem_type)
+            self._eps = eps
+        return self._eps
+
     def within_eps(self, values: str) -> str:
         """Boolean ``|values| <= ε``, false for NaN (LessOrEqual needs opset 12)."""
         magnitude = self.add("Abs", [values], "abs")
-        eps = self._builder.eps_as(self._elem_type)
+        eps = self.eps()
         if self._builder.opset >= 12:
             return self.add("LessOrEqual", [magnitude, eps], "within")
         above = self.add("Greater", [magnitude, eps], "above")
@@ -359,7 +384,7 @@ class _Nodes:
 
     def _kept(self, largest: str, total: str) -> str:
         """Planes to keep: largest magnitude above ε, or a NaN somewhere (``total`` is NaN)."""
-        above = self.add("Greater", [largest, self._builder.eps_as(self._elem_type)], "above")
+        above = self.add("Greater", [largest, self.eps()], "above")
         return self.add("Or", [above, self.add("IsNaN", [total], "nan")], "kept")
 
     def _as_values(self, mask: str) -> str:

@@ -19,6 +19,7 @@ from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import LoadedModel, load_model
 from onnx_prune.pruning import (
     EPS_INPUT,
+    UNPRUNED,
     Granularity,
     PrunedModel,
     PrunedTensor,
@@ -147,8 +148,8 @@ class Runner:
         self._context.__exit__(None, None, None)
 
 
-def eps_feed(pruned: PrunedModel, eps: float) -> dict[str, np.ndarray]:
-    return {pruned.eps_input: np.array(eps, dtype=np.float32)}
+def eps_feed(pruned: PrunedModel, eps: float | dict[str, float]) -> dict[str, np.ndarray]:
+    return {pruned.eps_input: pruned.eps_feed(eps)}
 
 
 # --- against numpy ------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_nodes_are_valid_at_the_models_own_opset(opset: int, granularity: Granul
             assert has_attribute != (opset >= axes_input_from)
 
 
-def test_eps_is_a_scalar_float_input_and_names_are_deterministic() -> None:
+def test_eps_is_a_float_vector_input_and_names_are_deterministic() -> None:
     model = network()
     loaded = LoadedModel(path=Path("memory.onnx"), model=model)
     first, second = prune(loaded, "channel"), prune(loaded, "channel")
@@ -263,7 +264,43 @@ def test_eps_is_a_scalar_float_input_and_names_are_deterministic() -> None:
     assert first.eps_input == EPS_INPUT
     (eps,) = [value for value in first.model.graph.input if value.name == EPS_INPUT]
     assert eps.type.tensor_type.elem_type == TensorProto.FLOAT
-    assert len(eps.type.tensor_type.shape.dim) == 0
+    assert [dim.dim_value for dim in eps.type.tensor_type.shape.dim] == [3]
+    assert [tensor.eps_index for tensor in first.tensors] == [0, 1, 2]
+
+
+def test_eps_feed_from_one_eps_or_a_map() -> None:
+    pruned = prune(LoadedModel(path=Path("memory.onnx"), model=network()), "channel")
+    np.testing.assert_array_equal(pruned.eps_feed(0.25), np.full(3, 0.25, np.float32))
+    feed = pruned.eps_feed({"r1": 0.5, "f": 0.0})
+    np.testing.assert_array_equal(feed, np.array([UNPRUNED, 0.5, 0.0], np.float32))
+    assert feed.dtype == np.float32
+
+
+@pytest.mark.parametrize("opset", (11, 13))
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_per_tensor_eps_vector_matches_numpy(
+    tmp_path: Path, opset: int, granularity: Granularity
+) -> None:
+    """Each pruned tensor reads its own entry of the ε vector: the whole chain equals numpy."""
+    loaded = loaded_model(network(opset), tmp_path)
+    pruned = prune(loaded, granularity)
+    inside = [name for t in pruned.tensors for name in (t.tensor, t.pruned)]
+    runner = Runner(loaded, with_outputs(pruned.model, inside))
+    x = samples(5)
+    own = {"x": 0.05, "r1": 0.3, "f": 0.0}
+    fetched = [name for name in inside if name != "x"]
+    got = {"x": x, **runner.run(fetched, {"x": x, **eps_feed(pruned, own)})}
+    for tensor in pruned.tensors:
+        expected = prune_numpy(got[tensor.tensor], own[tensor.tensor], granularity)
+        np.testing.assert_array_equal(got[tensor.pruned], expected)
+    r1 = got[pruned.tensors[1].pruned]
+    assert (r1[:, 5] == 0).all(), "the channel within 0.3 is pruned at r1's own ε"
+    reference = Runner(loaded, with_outputs(loaded.model, ["r1"]))
+    x_pruned = prune_numpy(x, 0.05, granularity)
+    r1_numpy = prune_numpy(reference.run(["r1"], {"x": x_pruned})["r1"], 0.3, granularity)
+    np.testing.assert_array_equal(r1, r1_numpy)
+    runner.close()
+    reference.close()
 
 
 def test_eps_name_already_taken_gets_a_suffix() -> None:
@@ -426,7 +463,7 @@ def test_quantized_layers_are_not_pruned() -> None:
 
 
 def test_counts_are_exact_beyond_float32_precision() -> None:
-    tensor = PrunedTensor("t", "t/pruned", ("conv",), "t/count", "t/shape")
+    tensor = PrunedTensor("t", "t/pruned", ("conv",), "t/count", "t/shape", 0)
     flags = np.ones((64, 1024, 1), np.float32)
     flags[0, 0, 0] = 0
     shape = np.array([64, 1024, 512, 512], np.int64)
