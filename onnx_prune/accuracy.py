@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +46,16 @@ from onnx_prune.labels import Labels, Sample, check_classes, check_coverage
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import LoadedModel, is_random_weights
 from onnx_prune.pruning import Granularity, NotPruned, PrunedModel, add_pruning, count_pruned
-from onnx_prune.runtime import BatchSplitter, ModelSource, Session, TensorSpec, fixed_batch
+from onnx_prune.runtime import (
+    CPU_ONLY,
+    BatchSplitter,
+    ModelSource,
+    Providers,
+    Session,
+    SessionOptions,
+    TensorSpec,
+    fixed_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +128,7 @@ class AccuracyReport:
     pruned_layers: int
     skipped_inputs: tuple[SkippedInput, ...] = ()
     not_pruned: tuple[NotPruned, ...] = ()
+    providers: Providers = CPU_ONLY
 
     @property
     def eps(self) -> tuple[float, ...]:
@@ -136,7 +146,8 @@ def measure_accuracy(
     batch_size: int = 8,
     limit: int | None = None,
     strict: bool = False,
-    open_session: SessionFactory = runtime.open_session,
+    open_session: SessionFactory | None = None,
+    providers: Providers | None = None,
     on_batch: Callable[[int], None] | None = None,
     model_inputs: bool = False,
 ) -> AccuracyReport:
@@ -144,9 +155,14 @@ def measure_accuracy(
 
     ``strict`` makes unreadable images and unlabelled samples errors. ``on_batch`` is called
     with the number of samples done after every batch. ``model_inputs`` also prunes IFMs that
-    are model inputs (the paper prunes only feature maps the network computes).
+    are model inputs (the paper prunes only feature maps the network computes). ``providers``:
+    the onnxruntime execution providers (default: the CPU); ``open_session`` replaces
+    onnxruntime (tests).
     """
     _check_eps(eps)
+    providers = providers or Providers()
+    if open_session is None:
+        open_session = _session_factory(providers)
     pruned = _pruned_copy(loaded, granularity, model_inputs=model_inputs)
     with runtime.model_file(loaded, pruned.model) as model_source:
         session = open_session(model_source)
@@ -164,7 +180,14 @@ def measure_accuracy(
             sweep.add(batch)
             if on_batch is not None:
                 on_batch(sweep.samples)
-    return sweep.report(loaded, plan.batch_size)
+    return replace(sweep.report(loaded, plan.batch_size), providers=providers)
+
+
+def _session_factory(providers: Providers) -> SessionFactory:
+    def open_session(source: ModelSource) -> Session:
+        return runtime.open_session(source, SessionOptions(providers=providers))
+
+    return open_session
 
 
 def _pruned_copy(

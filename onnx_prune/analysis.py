@@ -30,7 +30,9 @@ from onnx_prune.layers import ComputeLayer, find_compute_layers
 from onnx_prune.load import LoadedModel, is_random_weights, load_model
 from onnx_prune.probes import DEFAULT_TILE, add_probes
 from onnx_prune.runtime import (
+    CPU_ONLY,
     ModelSource,
+    Providers,
     Session,
     SessionOptions,
     TensorSpec,
@@ -78,6 +80,7 @@ class Analysis:
     batch_size: int
     preset: str | None
     skipped_inputs: tuple[SkippedInput, ...] = field(default=())
+    providers: Providers = CPU_ONLY
 
 
 def analyze_model(
@@ -88,6 +91,7 @@ def analyze_model(
     tile: tuple[int, int] = DEFAULT_TILE,
     bits: int | None = None,
     optimize: bool = True,
+    providers: Providers | None = None,
     progress: Progress | None = None,
     session_factory: SessionFactory = open_session,
 ) -> Analysis:
@@ -96,7 +100,9 @@ def analyze_model(
     ``bits`` counts every tensor at that width (16 reproduces the paper); None: own dtypes.
     ``optimize`` keeps onnxruntime's default graph optimizations (fused ops round a little
     differently from the unfused graph; without them plain inference is far slower).
+    ``providers``: the onnxruntime execution providers (default: the CPU).
     """
+    providers = providers or Providers()
     loaded = load_model(path)
     resolver = ConstantResolver(loaded)
     scan = find_compute_layers(loaded.model, resolver)
@@ -104,7 +110,7 @@ def analyze_model(
     types = infer_tensor_types(loaded.model)
     probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile, types=types)
     with model_file(loaded, probed.model) as source:
-        session = session_factory(source, SessionOptions(optimize=optimize))
+        session = session_factory(source, SessionOptions(optimize=optimize, providers=providers))
         feeds = _Feeds(loaded, session.inputs(), calibration)
         stats = collect_activation_stats(
             session, probed.manifest, scan.layers, feeds.batches(progress), on_batch=feeds.advance
@@ -125,6 +131,7 @@ def analyze_model(
         batch_size=feeds.batch_size,
         preset=None if calibration.tensors else calibration.preset,
         skipped_inputs=tuple(feeds.skipped),
+        providers=providers,
     )
 
 

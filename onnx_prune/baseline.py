@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnx_prune.errors import OnnxPruneError
 from onnx_prune.jsondoc import Document
+from onnx_prune.runtime import CPU, Providers
 
 if TYPE_CHECKING:
     from onnx_prune.zoo import ModelFigures, ModelResult, ZooOutcome
@@ -94,6 +95,7 @@ class Baseline:
     path: Path
     eps: tuple[float, ...]
     models: Mapping[str, BaselineModel]
+    providers: tuple[str, ...] = (CPU,)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def baseline_document(outcome: ZooOutcome) -> Document:
         "schema_version": BASELINE_SCHEMA_VERSION,
         "tool": "onnx-prune zoo",
         "eps": list(outcome.eps),
+        **outcome.providers.document(),
         "models": {
             result.model.key: model_baseline(result.figures, outcome.eps)
             for result in outcome.results
@@ -173,7 +176,8 @@ def _parse_baseline(path: Path, document: Any) -> Baseline:
             f"{BASELINE_SCHEMA_VERSION}: save it again with onnx-prune zoo --save-baseline"
         )
     models = {str(key): _parse_model(entry) for key, entry in document["models"].items()}
-    return Baseline(path, tuple(float(e) for e in document["eps"]), models)
+    providers = tuple(str(name) for name in document.get("providers", [CPU]))
+    return Baseline(path, tuple(float(e) for e in document["eps"]), models, providers)
 
 
 def _parse_model(entry: Mapping[str, Any]) -> BaselineModel:
@@ -231,10 +235,13 @@ def compare_to_baseline(
     *,
     eps: Sequence[float],
     tolerance: float = DEFAULT_TOLERANCE,
+    providers: Providers | None = None,
 ) -> Comparison:
     """Every figure that moved by more than ``tolerance`` (absolute, on fractions), per model.
 
-    A model that failed is not compared (its failure already fails the run).
+    A model that failed is not compared (its failure already fails the run). A baseline made on
+    other execution providers is compared (exact counts do not depend on the provider) and
+    named in the notes, so that a change is never silently put down to the hardware.
     """
     check_baseline_eps(baseline, eps)
     found = {result.model.key for result in results}
@@ -250,6 +257,7 @@ def compare_to_baseline(
         improvements += better
         notes += _structure_notes(result.model.key, stored, result.figures)
     notes += _figure_notes(results, baseline, eps)
+    notes = _provider_notes(baseline, providers or Providers()) + notes
     return Comparison(
         baseline=baseline.path,
         tolerance=tolerance,
@@ -259,6 +267,15 @@ def compare_to_baseline(
         new=tuple(r.model.key for r in results if r.ok and r.model.key not in baseline.models),
         notes=tuple(notes),
     )
+
+
+def _provider_notes(baseline: Baseline, providers: Providers) -> list[str]:
+    if baseline.providers == providers.names:
+        return []
+    return [
+        f"the baseline was made on {', '.join(baseline.providers)} and this run is on "
+        f"{', '.join(providers.names)}: figures are compared across providers"
+    ]
 
 
 def _changes(

@@ -31,3 +31,7 @@ class MissingExtraError(OnnxPruneError):
 
 class OutputPathError(OnnxPruneError):
     """A file to write (``--json``, ``--plot``, ``-o`` ...) cannot be written where asked."""
+
+
+class ProviderError(OnnxPruneError):
+    """An execution provider asked for is unknown, not installed, or not what the session runs."""

@@ -130,6 +130,7 @@ def analysis_document(analysis: Analysis) -> Document:
     document["preset"] = analysis.preset
     document["batch_size"] = analysis.batch_size
     document["tile"] = list(analysis.activations.tile)
+    document.update(analysis.providers.document())
     document["summary"] = summary_document(analysis.summary)
     document["bandwidth"] = bandwidth_totals_document(analysis.bandwidth)
     return document

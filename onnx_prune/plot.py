@@ -59,7 +59,9 @@ def plot_analysis(
     if accuracy:
         _plot_accuracy(figure.add_subplot(grid[1, :]), accuracy)
     _plot_layer_loads(figure.add_subplot(grid[-1, :]), bandwidth)
-    figure.suptitle(Path(analysis.model).name + _random_note(analysis))
+    figure.suptitle(
+        f"{Path(analysis.model).name} on {analysis.providers.label()}{_random_note(analysis)}"
+    )
     figure.savefig(out_path, dpi=100)
     return out_path
 

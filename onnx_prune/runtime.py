@@ -4,12 +4,22 @@ A modified model reaches onnxruntime as bytes of its graph only: its weights sta
 external data files, which onnxruntime reads from the model's folder, so a model over 2 GB is
 never serialised into one message and no file is written. onnxruntime's messages become
 one-line ``OnnxPruneError``s.
+
+Execution providers: ``Providers`` names them in priority order (``--providers cuda,cpu``) with
+their options (``--provider-option cuda:device_id=1``). Options that keep the probe arithmetic
+exact in float32 are set unless the user sets them (CUDA's ``use_tf32=0`` ...). After a session
+is created, the providers it actually runs on are checked: onnxruntime silently falls back to the
+CPU when, say, the CUDA libraries are missing, and that is an error here, not a slow run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import shutil
+import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import onnx
 
-from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.errors import ProviderError, UnsupportedModelError
 from onnx_prune.load import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -45,12 +55,183 @@ class Session(Protocol):
         ...
 
 
+CPU = "CPUExecutionProvider"
+
+PROVIDER_NAMES = {
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "cpu": CPU,
+}
+"""The short names ``--providers`` takes (any case), and onnxruntime's names for them."""
+
+PROVIDER_PACKAGES = {
+    "CUDAExecutionProvider": "onnxruntime-gpu",
+    "TensorrtExecutionProvider": "onnxruntime-gpu (with TensorRT installed)",
+    "OpenVINOExecutionProvider": "onnxruntime-openvino",
+    "CoreMLExecutionProvider": "onnxruntime (the macOS wheel)",
+    "DmlExecutionProvider": "onnxruntime-directml",
+    "ROCMExecutionProvider": "onnxruntime-rocm",
+}
+"""The package that brings each provider (installed instead of the plain ``onnxruntime``)."""
+
+EXACT_MATH_OPTIONS: dict[str, dict[str, str]] = {
+    "CUDAExecutionProvider": {"use_tf32": "0"},
+    "TensorrtExecutionProvider": {"trt_fp16_enable": "False", "trt_int8_enable": "False"},
+    "OpenVINOExecutionProvider": {"precision": "FP32"},
+}
+"""Options that keep a provider's math in float32 (no TF32, fp16 or int8): the probes compare
+values with ε and sum shares, and must count exactly what the CPU counts."""
+
+ProviderOptions = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+def provider_name(text: str) -> str:
+    """onnxruntime's name for a short name (any case) or a full ``...ExecutionProvider`` name."""
+    short = PROVIDER_NAMES.get(text.strip().lower())
+    if short is not None:
+        return short
+    if text.strip().endswith("ExecutionProvider"):
+        return text.strip()
+    known = ", ".join(PROVIDER_NAMES)
+    raise ProviderError(
+        f"unknown execution provider '{text}': give one of {known} or an onnxruntime name "
+        "such as CUDAExecutionProvider"
+    )
+
+
+@dataclass(frozen=True)
+class Providers:
+    """onnxruntime execution providers in priority order, and the options given for each.
+
+    ``options`` holds only what the user gave; ``session_options`` adds the exact-math defaults.
+    """
+
+    names: tuple[str, ...] = (CPU,)
+    options: ProviderOptions = ()
+
+    @classmethod
+    def parse(cls, names: str | None, options: Sequence[str] = ()) -> Providers:
+        """From ``--providers cuda,cpu`` and ``--provider-option cuda:device_id=0`` texts."""
+        listed = tuple(dict.fromkeys(provider_name(n) for n in (names or "cpu").split(",")))
+        given: dict[str, dict[str, str]] = {}
+        for text in options:
+            provider, key, value = _parse_option(text)
+            if provider not in listed:
+                raise ProviderError(
+                    f"--provider-option {text}: {provider} is not in --providers "
+                    f"({', '.join(listed)}): add it there"
+                )
+            given.setdefault(provider, {})[key] = value
+        frozen = tuple((name, tuple(given[name].items())) for name in listed if name in given)
+        return cls(names=listed, options=frozen)
+
+    def session_options(self) -> list[tuple[str, dict[str, str]]]:
+        """What onnxruntime is given: each provider with its options (exact-math defaults first,
+        the user's over them), and the CPU last as the fallback for nodes others cannot run."""
+        given = dict(self.options)
+        names = self.names if CPU in self.names else (*self.names, CPU)
+        return [
+            (name, {**EXACT_MATH_OPTIONS.get(name, {}), **dict(given.get(name, ()))})
+            for name in names
+        ]
+
+    @property
+    def accelerated(self) -> bool:
+        """True when a provider other than the CPU is asked for."""
+        return any(name != CPU for name in self.names)
+
+    def label(self) -> str:
+        """A short text for titles: ``CUDA (use_tf32=0) > CPU``."""
+        parts = []
+        for name, options in self.session_options():
+            if name not in self.names:
+                continue
+            short = name.removesuffix("ExecutionProvider")
+            settings = ", ".join(f"{key}={value}" for key, value in options.items())
+            parts.append(f"{short} ({settings})" if settings else short)
+        return " > ".join(parts)
+
+    def document(self) -> dict[str, object]:
+        """The JSON fields: ``providers`` (priority order) and ``provider_options`` (as used)."""
+        used = {name: options for name, options in self.session_options() if options}
+        return {"providers": list(self.names), "provider_options": used}
+
+
+CPU_ONLY = Providers()
+"""The default: onnxruntime's CPU provider alone."""
+
+
+def _parse_option(text: str) -> tuple[str, str, str]:
+    """``NAME:KEY=VALUE`` (Polygraphy's form) as (onnxruntime name, key, value)."""
+    name, colon, setting = text.partition(":")
+    key, equals, value = setting.partition("=")
+    if not (colon and equals and name.strip() and key.strip()):
+        raise ProviderError(
+            f"--provider-option takes NAME:KEY=VALUE (e.g. cuda:device_id=1), got '{text}'"
+        )
+    return provider_name(name), key.strip(), value.strip()
+
+
+def check_active_providers(
+    providers: Providers, active: Sequence[str], available: Sequence[str]
+) -> None:
+    """Refuse a session that does not run on every provider asked for (onnxruntime drops a
+    provider whose libraries fail to load with a message on stderr and runs on the CPU)."""
+    missing = [name for name in providers.names if name not in active]
+    if missing:
+        raise _provider_error(
+            missing, f"the session fell back to {', '.join(active) or 'no provider'}", available
+        )
+
+
+def available_providers() -> tuple[str, ...]:
+    """The providers this onnxruntime build has (``onnxruntime.get_available_providers()``)."""
+    import onnxruntime as ort
+
+    return tuple(ort.get_available_providers())
+
+
+def check_providers_available(providers: Providers) -> None:
+    """Refuse, before any work, providers this onnxruntime build does not have at all."""
+    available = available_providers()
+    missing = [name for name in providers.names if name not in available]
+    if missing:
+        raise _provider_error(missing, "this onnxruntime does not have it", available)
+
+
+def _provider_error(missing: Sequence[str], what: str, available: Sequence[str]) -> ProviderError:
+    packages = sorted(
+        {PROVIDER_PACKAGES.get(name, "an onnxruntime build with it") for name in missing}
+    )
+    return ProviderError(
+        f"--providers asked for {', '.join(missing)} but {what} (available: "
+        f"{', '.join(available)}): install {' or '.join(packages)} in place of onnxruntime, "
+        "with the libraries it needs, or leave the provider out"
+    )
+
+
+def nodes_on_cpu(profile: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The nodes an onnxruntime profile shows running on the CPU provider, in first-run order."""
+    names: dict[str, None] = {}
+    for event in profile:
+        args = event.get("args") or {}
+        if event.get("cat") == "Node" and args.get("provider") == CPU:
+            node = str(event.get("name", "")).removesuffix("_kernel_time")
+            names[f"{args.get('op_name', '?')} {node}"] = None
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     """How to build a session. ``optimize`` keeps onnxruntime's default graph optimizations."""
 
     optimize: bool = True
     threads: int | None = None
+    providers: Providers = CPU_ONLY
 
 
 _SHARED_ARENA: list[bool] = []
@@ -74,7 +255,10 @@ _EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
 class OrtSession:
-    """An onnxruntime ``InferenceSession`` on the CPU."""
+    """An onnxruntime ``InferenceSession`` on the providers asked for (the CPU by default).
+
+    On an accelerator the first run is profiled, to log the nodes that fell back to the CPU.
+    """
 
     def __init__(self, source: ModelSource, options: SessionOptions) -> None:
         import onnxruntime as ort
@@ -87,15 +271,48 @@ class OrtSession:
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if options.threads:
             session_options.intra_op_num_threads = options.threads
+        self._profile_folder = self._start_profiling(session_options, options.providers)
+        providers = options.providers.session_options()
         try:
             model = str(source.path) if source.model is None else source.model.SerializeToString()
-            self._session = ort.InferenceSession(
-                model, session_options, providers=["CPUExecutionProvider"]
-            )
+            with warnings.catch_warnings():  # an unavailable provider: checked just below
+                warnings.simplefilter("ignore", UserWarning)
+                self._session = ort.InferenceSession(model, session_options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped exception classes
             raise UnsupportedModelError(
                 f"onnxruntime cannot load the model: {_first_line(error)}"
             ) from None
+        active = self._session.get_providers()
+        check_active_providers(options.providers, active, ort.get_available_providers())
+
+    @staticmethod
+    def _start_profiling(session_options: Any, providers: Providers) -> Path | None:
+        if not providers.accelerated:
+            return None
+        folder = Path(tempfile.mkdtemp(prefix="onnx-prune-profile-"))
+        session_options.enable_profiling = True
+        session_options.profile_file_prefix = str(folder / "run")
+        return folder
+
+    def _log_cpu_nodes(self) -> None:
+        """Once, after the first run: which nodes the accelerator left to the CPU."""
+        folder, self._profile_folder = self._profile_folder, None
+        if folder is None:
+            return
+        try:
+            profile = Path(self._session.end_profiling())
+            nodes = nodes_on_cpu(json.loads(profile.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            logger.warning("could not read onnxruntime's profile of the first run: %s", error)
+            nodes = ()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if nodes:
+            logger.warning(
+                "%d node(s) run on the CPU, not on the accelerator: %s",
+                len(nodes),
+                ", ".join(nodes),
+            )
 
     def inputs(self) -> Sequence[TensorSpec]:
         """The model's real inputs (initializers listed as inputs are left out by onnxruntime)."""
@@ -107,6 +324,7 @@ class OrtSession:
             results = self._session.run(list(outputs), dict(feeds))
         except Exception as error:  # onnxruntime raises its own untyped exception classes
             raise UnsupportedModelError(f"onnxruntime failed: {_first_line(error)}") from None
+        self._log_cpu_nodes()
         return [np.asarray(result) for result in results]
 
 

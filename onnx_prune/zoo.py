@@ -29,7 +29,14 @@ from onnx_prune.baseline import FIGURES, Change, Comparison, Figure, model_basel
 from onnx_prune.errors import InputDataError, OnnxPruneError
 from onnx_prune.jsondoc import SCHEMA_VERSION, Document, analysis_document
 from onnx_prune.load import load_model
-from onnx_prune.runtime import ModelSource, Session, SessionOptions, open_session
+from onnx_prune.runtime import (
+    CPU_ONLY,
+    ModelSource,
+    Providers,
+    Session,
+    SessionOptions,
+    open_session,
+)
 
 Status = Literal["ok", "new", "failed", "regression", "missing"]
 
@@ -51,6 +58,7 @@ class ZooJob:
     eps: tuple[float, ...]
     inputs_dir: Path | None = None
     threads: int | None = None
+    providers: Providers = CPU_ONLY
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ class ZooOutcome:
     eps: tuple[float, ...]
     results: tuple[ModelResult, ...]
     comparison: Comparison | None = None
+    providers: Providers = CPU_ONLY
 
     def status(self, result: ModelResult) -> Status:
         """ok, failed, regression, or new (analysed but absent from the baseline)."""
@@ -265,6 +274,7 @@ def analyze_zoo_model(job: ZooJob) -> ModelResult:
             job.model.path,
             _calibration_for(job),
             eps=zoo_eps(job.eps),
+            providers=job.providers,
             session_factory=_session_factory(job.threads),
         )
     except OnnxPruneError as error:
@@ -354,6 +364,7 @@ def zoo_document(outcome: ZooOutcome) -> Document:
         "schema_version": SCHEMA_VERSION,
         "command": "zoo",
         "eps": list(outcome.eps),
+        **outcome.providers.document(),
         "models": [_model_document(outcome, result) for result in outcome.results],
         "summary": _counts_document(outcome),
         "comparison": _comparison_document(comparison) if comparison is not None else None,

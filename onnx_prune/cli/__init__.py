@@ -21,6 +21,7 @@ from rich.markup import escape
 from onnx_prune import MODELS_DIR, __version__
 from onnx_prune.errors import ModelLoadError, OnnxPruneError, OutputPathError
 from onnx_prune.jsondoc import Document, dumps
+from onnx_prune.runtime import PROVIDER_NAMES, Providers, check_providers_available
 
 DEFAULT_MODEL = MODELS_DIR / "efficientnet_lite0.onnx"
 DEFAULT_IMAGES = MODELS_DIR / "images"
@@ -55,6 +56,31 @@ def model_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the .onnx file (default: the embedded EfficientNet-Lite0)",
     )
+
+
+def add_provider_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--providers`` and ``--provider-option``, for every command that runs a model."""
+    parser.add_argument(
+        "--providers",
+        metavar="LIST",
+        help="onnxruntime execution providers in priority order, comma-separated: "
+        f"{', '.join(PROVIDER_NAMES)} or full names such as CUDAExecutionProvider (default cpu)",
+    )
+    parser.add_argument(
+        "--provider-option",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="an option of one provider, e.g. cuda:device_id=1 (repeatable)",
+    )
+
+
+def providers_from(args: argparse.Namespace) -> Providers:
+    """The providers and options the flags describe, checked against this onnxruntime before
+    any work (a bad name or a provider it lacks is a ProviderError)."""
+    providers = Providers.parse(args.providers, args.provider_option)
+    check_providers_available(providers)
+    return providers
 
 
 def resolve_model(path: Path | None) -> Path:

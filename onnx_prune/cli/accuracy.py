@@ -29,6 +29,7 @@ from onnx_prune.cli import (
     is_embedded,
     model_argument,
     parse_eps,
+    providers_from,
     resolve_model,
     write_json,
 )
@@ -67,13 +68,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
             limit=args.limit,
             strict=args.strict,
             on_batch=lambda done: progress.update(task, done=done),
+            providers=providers_from(args),
         )
     if args.json != "-":
         console.print(format_accuracy(report, max_drop=args.max_top1_drop))
     if args.json:
         write_json(accuracy_document(report, max_drop=args.max_top1_drop), args.json)
     if args.plot:
-        title = f"{Path(report.model).name}: {report.granularity} pruning"
+        title = (
+            f"{Path(report.model).name}: {report.granularity} pruning on {report.providers.label()}"
+        )
         plot_accuracy(report.results, args.plot, title=title, random_weights=report.random_weights)
         if args.json != "-":
             console.print(f"figure written to {args.plot}")

@@ -18,10 +18,12 @@ from rich.progress import (
 from onnx_prune.analysis import DEFAULT_EPS, Analysis, Calibration, analyze_model
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
+    add_provider_arguments,
     check_output_path,
     is_embedded,
     model_argument,
     parse_eps,
+    providers_from,
     resolve_model,
     write_json,
 )
@@ -91,6 +93,7 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="an unreadable image is an error, not skipped"
     )
+    add_provider_arguments(parser)
 
 
 def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
@@ -142,6 +145,7 @@ def run_analysis(args: argparse.Namespace, console: Console) -> Analysis:
             tile=args.tile,
             bits=args.bits,
             optimize=not args.no_optimize,
+            providers=providers_from(args),
             progress=progress,
         )
 

@@ -25,11 +25,20 @@ from onnx_prune.baseline import (
     compare_to_baseline,
     read_baseline,
 )
-from onnx_prune.cli import DEFAULT_IMAGES, is_embedded, parse_eps, write_json, write_output
+from onnx_prune.cli import (
+    DEFAULT_IMAGES,
+    add_provider_arguments,
+    is_embedded,
+    parse_eps,
+    providers_from,
+    write_json,
+    write_output,
+)
 from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, parse_size, positive_int
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import PRESETS, find_images
 from onnx_prune.report.zoo import format_model_done, format_zoo, format_zoo_markdown
+from onnx_prune.runtime import Providers
 from onnx_prune.zoo import (
     ModelResult,
     ZooJob,
@@ -61,6 +70,7 @@ def parse_tolerance(text: str) -> float:
 def run(args: argparse.Namespace, console: Console) -> int:
     """``onnx-prune zoo``."""
     _check_outputs(args)
+    providers = providers_from(args)
     models = find_models(args.paths)
     eps = zoo_eps(args.eps)
     baseline = read_baseline(args.baseline) if args.baseline else None
@@ -68,12 +78,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
         check_baseline_eps(baseline, eps)
     quiet = "-" in (args.json, args.markdown)
     images = _images(args)
-    jobs = [_job(model, args, eps, images) for model in models]
+    jobs = [_job(model, args, eps, images, providers) for model in models]
     results = _run_with_progress(jobs, args.jobs, console, quiet=quiet)
     comparison = None
     if baseline is not None:
-        comparison = compare_to_baseline(results, baseline, eps=eps, tolerance=args.tolerance)
-    outcome = ZooOutcome(eps=eps, results=results, comparison=comparison)
+        comparison = compare_to_baseline(
+            results, baseline, eps=eps, tolerance=args.tolerance, providers=providers
+        )
+    outcome = ZooOutcome(eps=eps, results=results, comparison=comparison, providers=providers)
     _write_outputs(outcome, args, console, quiet=quiet)
     return 0 if outcome.passed else 1
 
@@ -106,7 +118,11 @@ def _images(args: argparse.Namespace) -> tuple[Path, ...]:
 
 
 def _job(
-    model: ZooModel, args: argparse.Namespace, eps: tuple[float, ...], images: tuple[Path, ...]
+    model: ZooModel,
+    args: argparse.Namespace,
+    eps: tuple[float, ...],
+    images: tuple[Path, ...],
+    providers: Providers,
 ) -> ZooJob:
     """The job for one model; the embedded model keeps its own preset unless --preset is given."""
     embedded = is_embedded(model.path)
@@ -118,7 +134,13 @@ def _job(
         limit=args.limit,
         strict=args.strict,
     )
-    return ZooJob(model=model, calibration=calibration, eps=eps, inputs_dir=args.inputs_dir)
+    return ZooJob(
+        model=model,
+        calibration=calibration,
+        eps=eps,
+        inputs_dir=args.inputs_dir,
+        providers=providers,
+    )
 
 
 def _run_with_progress(
@@ -242,6 +264,7 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="an unreadable image is an error, not skipped"
     )
+    add_provider_arguments(parser)
 
 
 def _add_baseline_arguments(parser: argparse.ArgumentParser) -> None:

@@ -118,6 +118,7 @@ def accuracy_document(report: AccuracyReport, *, max_drop: float | None = None) 
         "output_kind": report.output_kind,
         "batch_size": report.batch_size,
         "pruned_layers": report.pruned_layers,
+        **report.providers.document(),
         "baseline": {"top1": report.baseline.top1, "top5": report.baseline.top5},
         "results": [_result_document(result) for result in report.results],
         "max_top1_drop": max_drop,
