@@ -38,7 +38,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
-## paper: the paper's six networks (weights in models/darknet/) beside its numbers; else a stand-in
+## paper: the paper's six networks (weights beside the cfgs in onnx_prune/data/darknet/) beside its numbers; else a stand-in
 paper: $(STAMP)
 	$(BIN)/python models/paper.py
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from onnx_prune.calibrate import collect_activation_stats  # noqa: E402
 from onnx_prune.constants import ConstantResolver  # noqa: E402
+from onnx_prune.data import EMBEDDED_IMAGES, EMBEDDED_MODEL  # noqa: E402
 from onnx_prune.inputs import Batch, find_images, get_preset, load_image  # noqa: E402
 from onnx_prune.layers import ComputeLayer, find_compute_layers  # noqa: E402
 from onnx_prune.load import LoadedModel, load_model  # noqa: E402
@@ -40,8 +41,8 @@ from onnx_prune.probes import add_probes, probed_tensors  # noqa: E402
 from onnx_prune.runtime import model_file, open_session  # noqa: E402
 from onnx_prune.weights import count_zero_weights  # noqa: E402
 
-MODEL = ROOT / "models" / "efficientnet_lite0.onnx"
-IMAGES = ROOT / "models" / "images"
+MODEL = EMBEDDED_MODEL
+IMAGES = EMBEDDED_IMAGES
 EPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 BATCH = 8
 

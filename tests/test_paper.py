@@ -19,10 +19,11 @@ from rich.console import Console
 
 from onnx_prune.analysis import Calibration, analyze_model
 from onnx_prune.darknet import write_random_weights
+from onnx_prune.data import DARKNET_CFG_DIR
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SCRIPT = REPOSITORY / "models" / "paper.py"
-TINY_CFG = REPOSITORY / "models" / "darknet" / "tiny.cfg"
+TINY_CFG = DARKNET_CFG_DIR / "tiny.cfg"
 
 
 def load_script() -> ModuleType:

@@ -16,6 +16,7 @@ from PIL import Image
 from onnx_prune.analysis import Calibration, analyze_model
 from onnx_prune.baseline import Baseline, BaselineModel, Figure, compare_to_baseline, read_baseline
 from onnx_prune.cli import main
+from onnx_prune.data import DATA_DIR
 from onnx_prune.errors import InputDataError
 from onnx_prune.report.zoo import format_zoo, format_zoo_markdown
 from onnx_prune.zoo import (
@@ -450,7 +451,7 @@ def test_flag_errors_exit_2(tmp_path: Path, extra: list[str]) -> None:
 def test_embedded_model_matches_the_committed_baseline(capsys: pytest.CaptureFixture[str]) -> None:
     """The CI gate of this repository: the embedded model against zoo-baseline.json."""
     root = Path(__file__).resolve().parents[1]
-    status = main(["zoo", str(root / "models"), "--baseline", str(root / "zoo-baseline.json")])
+    status = main(["zoo", str(DATA_DIR), "--baseline", str(root / "zoo-baseline.json")])
     output = capsys.readouterr().out
     assert status == 0, output
     assert "PASSED: 1 model: 1 ok" in output

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from onnx_prune import MODELS_DIR, __version__
+from onnx_prune import __version__
+from onnx_prune.data import EMBEDDED_IMAGES, EMBEDDED_MODEL
 from onnx_prune.errors import ModelLoadError, OnnxPruneError, OutputPathError
 from onnx_prune.jsondoc import Document, dumps
 from onnx_prune.runtime import PROVIDER_NAMES, Providers, check_providers_available
 
-DEFAULT_MODEL = MODELS_DIR / "efficientnet_lite0.onnx"
-DEFAULT_IMAGES = MODELS_DIR / "images"
+DEFAULT_MODEL = EMBEDDED_MODEL
+DEFAULT_IMAGES = EMBEDDED_IMAGES
 PIPE_WIDTH = 120  # tables written to a file or CI log: rich would otherwise assume 80 columns
 
 if TYPE_CHECKING:
@@ -84,13 +85,13 @@ def providers_from(args: argparse.Namespace) -> Providers:
 
 
 def resolve_model(path: Path | None) -> Path:
-    """The model path given, or the embedded model (which lives in the source checkout)."""
+    """The model path given, or the embedded model (package data of onnx-prune)."""
     if path is not None:
         return path
     if not DEFAULT_MODEL.is_file():
         raise ModelLoadError(
-            f"the embedded model {DEFAULT_MODEL} is not here (it ships with the source "
-            "checkout, not with an installed package): give the path of a .onnx model"
+            f"the embedded model {DEFAULT_MODEL} is missing from this installation: "
+            "reinstall onnx-prune, or give the path of a .onnx model"
         )
     return DEFAULT_MODEL
 
