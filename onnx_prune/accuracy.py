@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from onnx_prune import runtime
 from onnx_prune.constants import ConstantResolver
+from onnx_prune.epsmap import EpsMap, check_eps_map
 from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.inputs import (
     Batch,
@@ -67,6 +68,8 @@ _SMALLEST = float(np.finfo(np.float32).smallest_subnormal)
 
 Array = npt.NDArray[Any]
 Scores = npt.NDArray[np.float64]
+EpsSetting = float | Mapping[str, float]
+"""What one pruned run is fed: one ε for every pruned tensor, or a map of IFM name to ε."""
 OutputKind = Literal["logits", "probabilities"]
 SessionFactory = Callable[[ModelSource], Session]
 
@@ -100,9 +103,10 @@ class TopK:
 
 @dataclass(frozen=True)
 class EpsAccuracy:
-    """The pruned model at one ε against the labels and the unpruned model."""
+    """The pruned model at one ε (None: at the report's ε map) against the labels and the
+    unpruned model."""
 
-    eps: float
+    eps: float | None
     top1: float | None
     top5: float | None
     agreement: float
@@ -129,11 +133,12 @@ class AccuracyReport:
     skipped_inputs: tuple[SkippedInput, ...] = ()
     not_pruned: tuple[NotPruned, ...] = ()
     providers: Providers = CPU_ONLY
+    eps_map: EpsMap | None = None
 
     @property
     def eps(self) -> tuple[float, ...]:
-        """The ε swept, in order."""
-        return tuple(result.eps for result in self.results)
+        """The uniform ε swept, in order (none for an ε map)."""
+        return tuple(result.eps for result in self.results if result.eps is not None)
 
 
 def measure_accuracy(
@@ -150,6 +155,7 @@ def measure_accuracy(
     providers: Providers | None = None,
     on_batch: Callable[[int], None] | None = None,
     model_inputs: bool = False,
+    eps_map: EpsMap | None = None,
 ) -> AccuracyReport:
     """Run the ε sweep of ``loaded`` over the samples of ``source``.
 
@@ -157,16 +163,22 @@ def measure_accuracy(
     with the number of samples done after every batch. ``model_inputs`` also prunes IFMs that
     are model inputs (the paper prunes only feature maps the network computes). ``providers``:
     the onnxruntime execution providers (default: the CPU); ``open_session`` replaces
-    onnxruntime (tests).
+    onnxruntime (tests). ``eps_map`` replaces the sweep by one run at each IFM's own ε (``eps``
+    is then not used).
     """
-    _check_eps(eps)
+    settings: tuple[EpsSetting, ...] = (eps_map.eps,) if eps_map else tuple(map(float, eps))
+    if eps_map is None:
+        _check_eps(eps)
     providers = providers or Providers()
     if open_session is None:
         open_session = _session_factory(providers)
     pruned = _pruned_copy(loaded, granularity, model_inputs=model_inputs)
+    if eps_map is not None:
+        ifms = [*(t.tensor for t in pruned.tensors), *(t.tensor for t in pruned.not_pruned)]
+        check_eps_map(eps_map, ifms, model=str(loaded.path))
     with runtime.model_file(loaded, pruned.model) as model_source:
         session = open_session(model_source)
-        sweep = _Sweep(session, pruned, tuple(float(e) for e in eps), labels)
+        sweep = _Sweep(session, pruned, settings, labels)
         plan = _plan(
             session,
             pruned,
@@ -180,7 +192,7 @@ def measure_accuracy(
             sweep.add(batch)
             if on_batch is not None:
                 on_batch(sweep.samples)
-    return replace(sweep.report(loaded, plan.batch_size), providers=providers)
+    return replace(sweep.report(loaded, plan.batch_size), providers=providers, eps_map=eps_map)
 
 
 def _session_factory(providers: Providers) -> SessionFactory:
@@ -188,6 +200,13 @@ def _session_factory(providers: Providers) -> SessionFactory:
         return runtime.open_session(source, SessionOptions(providers=providers))
 
     return open_session
+
+
+def pruned_copy(
+    loaded: LoadedModel, granularity: Granularity, *, model_inputs: bool = False
+) -> PrunedModel:
+    """The pruning graph of every compute layer's IFM (``tune`` shares it)."""
+    return _pruned_copy(loaded, granularity, model_inputs=model_inputs)
 
 
 def _pruned_copy(
@@ -209,7 +228,11 @@ def max_eps_within_budget(report: AccuracyReport, max_drop: float) -> float | No
 
     ``max_drop`` is in percentage points; None when no ε is within it.
     """
-    within = [result.eps for result in report.results if _drop(report, result) <= max_drop + 1e-9]
+    within = [
+        result.eps
+        for result in report.results
+        if result.eps is not None and _drop(report, result) <= max_drop + 1e-9
+    ]
     return max(within) if within else None
 
 
@@ -390,7 +413,7 @@ class _Sweep:
         self,
         session: Session,
         pruned: PrunedModel,
-        eps: tuple[float, ...],
+        eps: tuple[EpsSetting, ...],
         labels: Labels | None,
     ) -> None:
         self._session = session
@@ -436,7 +459,7 @@ class _Sweep:
             totals.kl += float(np.sum(_kl(log_reference, self._log_probabilities(scores))))
             self._add_counts(totals, outputs[1:], batch.count)
 
-    def _run(self, outputs: list[str], batch: _Samples, eps: float) -> list[Array]:
+    def _run(self, outputs: list[str], batch: _Samples, eps: EpsSetting) -> list[Array]:
         feeds = {**batch.feeds, self._pruned.eps_input: self._pruned.eps_feed(eps)}
         return self._session.run(outputs, feeds)
 
@@ -518,10 +541,10 @@ class _Sweep:
         )
 
 
-def _result(eps: float, totals: _Totals, state: _State) -> EpsAccuracy:
+def _result(eps: EpsSetting, totals: _Totals, state: _State) -> EpsAccuracy:
     top1, top5 = _fractions(totals.top1, totals.top5, state.labelled)
     return EpsAccuracy(
-        eps=eps,
+        eps=None if isinstance(eps, Mapping) else eps,
         top1=top1,
         top5=top5,
         agreement=totals.agree / state.samples,

@@ -14,6 +14,7 @@ from pathlib import Path
 from onnx_prune.bandwidth import BandwidthReport, estimate_bandwidth
 from onnx_prune.calibrate import ActivationStats, collect_activation_stats
 from onnx_prune.constants import ConstantResolver
+from onnx_prune.epsmap import EpsMap, check_eps_map
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import (
     Batch,
@@ -94,6 +95,7 @@ def analyze_model(
     providers: Providers | None = None,
     progress: Progress | None = None,
     session_factory: SessionFactory = open_session,
+    eps_map: EpsMap | None = None,
 ) -> Analysis:
     """Measure weight and feature-map sparsity, bandwidth and pruned loads of ``path``.
 
@@ -101,11 +103,15 @@ def analyze_model(
     ``optimize`` keeps onnxruntime's default graph optimizations (fused ops round a little
     differently from the unfused graph; without them plain inference is far slower).
     ``providers``: the onnxruntime execution providers (default: the CPU).
+    ``eps_map`` is checked against the model's compute layers before anything runs (its ε must
+    be among ``eps``: see ``epsmap.merged_eps``).
     """
     providers = providers or Providers()
     loaded = load_model(path)
     resolver = ConstantResolver(loaded)
     scan = find_compute_layers(loaded.model, resolver)
+    if eps_map is not None:
+        check_eps_map(eps_map, (layer.ifm for layer in scan.layers), model=str(path))
     weights = count_zero_weights(loaded, eps=eps, scan=scan, resolver=resolver)
     types = infer_tensor_types(loaded.model)
     probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile, types=types)

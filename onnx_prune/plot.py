@@ -28,8 +28,8 @@ class AccuracyPoint(Protocol):
     """One ε of an accuracy sweep (``accuracy.EpsAccuracy`` has these fields)."""
 
     @property
-    def eps(self) -> float:
-        """The ε pruned at."""
+    def eps(self) -> float | None:
+        """The ε pruned at (None for a per-layer ε map, which is not drawn)."""
 
     @property
     def top1(self) -> float | None:
@@ -114,7 +114,8 @@ def _plot_saved(axes: Axes, bandwidth: BandwidthReport) -> None:
 
 def _plot_accuracy(axes: Axes, accuracy: Sequence[AccuracyPoint]) -> None:
     """Table 3: top-1 and agreement (left axis) and load saved (right axis) against ε."""
-    eps = [point.eps for point in accuracy]
+    accuracy = [point for point in accuracy if point.eps is not None]
+    eps = [float(point.eps or 0.0) for point in accuracy]
     top1 = [point.top1 for point in accuracy]
     if all(value is not None for value in top1):
         axes.plot(eps, [100 * (v or 0.0) for v in top1], marker="o", label="top-1")

@@ -73,3 +73,46 @@ def save(model: onnx.ModelProto, folder: Path, name: str = "model.onnx") -> Path
     path = folder / name
     onnx.save(model, str(path))
     return path
+
+
+def prunable_and_sensitive_model() -> onnx.ModelProto:
+    """x[N,4,4,4] -> conv1 -> relu -> r1 -> conv2 -> relu -> r2 -> GAP -> flat -> Gemm -> y[N,3].
+
+    r1 (conv2's IFM) is planted to be prunable at any ε without changing the output: its
+    channels 0-1 are relu(0.3·x) (at most 0.3) and conv2's weights on them are zero; its channels
+    2-3 are relu(x + 3) (at least 2, never pruned). flat (the Gemm's IFM, one channel per value)
+    holds means of r2 below 0.05 whose difference decides between classes 0 and 1: zeroing them
+    leaves only the bias, whose class (2) is no sample's.
+    """
+    w1 = np.zeros((4, 4, 1, 1), np.float32)
+    w1[0, 0] = w1[1, 1] = 0.3
+    w1[2, 2] = w1[3, 3] = 1.0
+    b1 = np.array([0, 0, 3, 3], np.float32)
+    w2 = np.zeros((3, 4, 1, 1), np.float32)
+    w2[:, 2:, 0, 0] = [[0.01, -0.004], [-0.004, 0.01], [0.003, 0.003]]
+    w3 = np.array([[400, -400, 0], [-400, 400, 0], [0, 0, 0]], np.float32)
+    b3 = np.array([0, 0, 0.001], np.float32)
+    initializers = [
+        numpy_helper.from_array(value, name)
+        for name, value in (("w1", w1), ("b1", b1), ("w2", w2), ("w3", w3), ("b3", b3))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["y"], name="gemm"),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 4, 4, 4])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 3])],
+        initializers,
+    )
+
+
+def tune_samples(count: int = 10, seed: int = 3) -> np.ndarray:
+    """Inputs for ``prunable_and_sensitive_model``: uniform in [-1, 1]."""
+    return np.random.default_rng(seed).uniform(-1, 1, size=(count, 4, 4, 4)).astype(np.float32)

@@ -34,6 +34,7 @@ from onnx_prune.cli import (
     write_json,
 )
 from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, add_calibration_arguments
+from onnx_prune.epsmap import read_eps_map
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import get_preset
 from onnx_prune.labels import Labels, image_files, load_labels
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     labels = load_labels(args.labels) if args.labels is not None else None
     for destination in (args.json, args.plot):
         check_output_path(destination)
+    if args.eps_map is not None and args.plot is not None:
+        raise InputDataError("--plot draws a sweep over ε; an ε map is one point: drop --plot")
+    eps_map = read_eps_map(args.eps_map) if args.eps_map is not None else None
     source = _source(args, labels, embedded=is_embedded(model))
     with _progress(console, quiet=args.json == "-") as progress:
         task = progress.add_task("pruned runs", total=None, done=0)
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             strict=args.strict,
             on_batch=lambda done: progress.update(task, done=done),
             providers=providers_from(args),
+            eps_map=eps_map,
         )
     if args.json != "-":
         console.print(format_accuracy(report, max_drop=args.max_top1_drop))
@@ -140,6 +145,12 @@ def add_parser(commands: Subparsers) -> None:
         type=parse_eps,
         default=DEFAULT_EPS,
         help="comma list of ε (default 0,0.1,0.2,0.3,0.4,0.5): values with |x| <= ε are pruned",
+    )
+    parser.add_argument(
+        "--eps-map",
+        type=Path,
+        metavar="PATH",
+        help="an ε map from tune: one run with each IFM at its own ε, instead of --eps",
     )
     parser.add_argument(
         "--granularity",

@@ -27,12 +27,14 @@ from onnx_prune.cli import (
     resolve_model,
     write_json,
 )
+from onnx_prune.epsmap import EpsMap, map_savings, map_savings_document, merged_eps, read_eps_map
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import PRESETS
 from onnx_prune.jsondoc import analysis_document
 from onnx_prune.plot import plot_analysis
 from onnx_prune.probes import DEFAULT_TILE
 from onnx_prune.report.analysis import format_analysis
+from onnx_prune.report.epsmap import format_map_savings
 
 if TYPE_CHECKING:
     from onnx_prune.cli import Subparsers
@@ -117,8 +119,11 @@ def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
     )
 
 
-def run_analysis(args: argparse.Namespace, console: Console) -> Analysis:
-    """Run the analysis the flags describe, with a progress bar on a terminal."""
+def run_analysis(
+    args: argparse.Namespace, console: Console, *, eps_map: EpsMap | None = None
+) -> Analysis:
+    """Run the analysis the flags describe, with a progress bar on a terminal; with ``eps_map``
+    also at every ε of the map."""
     model = resolve_model(args.model)
     for destination in (args.json, args.plot):
         check_output_path(destination)
@@ -141,7 +146,8 @@ def run_analysis(args: argparse.Namespace, console: Console) -> Analysis:
         return analyze_model(
             model,
             calibration,
-            eps=args.eps,
+            eps=merged_eps(args.eps, eps_map),
+            eps_map=eps_map,
             tile=args.tile,
             bits=args.bits,
             optimize=not args.no_optimize,
@@ -152,11 +158,18 @@ def run_analysis(args: argparse.Namespace, console: Console) -> Analysis:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """``onnx-prune analyze``."""
-    analysis = run_analysis(args, console)
+    eps_map = read_eps_map(args.eps_map) if args.eps_map is not None else None
+    analysis = run_analysis(args, console, eps_map=eps_map)
+    savings = map_savings(analysis.bandwidth, eps_map) if eps_map is not None else None
     if args.json != "-":
         console.print(format_analysis(analysis))
+        if eps_map is not None and savings is not None:
+            console.print(format_map_savings(savings, eps_map, analysis.bandwidth))
     if args.json:
-        write_json(analysis_document(analysis), args.json)
+        document = analysis_document(analysis)
+        if eps_map is not None and savings is not None:
+            document["eps_map"] = map_savings_document(savings, eps_map)
+        write_json(document, args.json)
     if args.plot:
         path = plot_analysis(analysis, analysis.bandwidth, args.plot)
         if args.json != "-":
@@ -177,6 +190,12 @@ def add_parser(commands: Subparsers) -> None:
         type=parse_eps,
         default=DEFAULT_EPS,
         help="comma list of ε (default 0,0.1,0.2,0.3,0.4,0.5): |x| <= ε counts as zero",
+    )
+    parser.add_argument(
+        "--eps-map",
+        type=Path,
+        metavar="PATH",
+        help="an ε map from tune: also report each layer's savings at its own ε",
     )
     parser.add_argument(
         "--bits",

@@ -12,6 +12,7 @@ from onnx_prune.accuracy import (
     accuracy_drop,
     max_eps_within_budget,
 )
+from onnx_prune.epsmap import eps_map_document
 from onnx_prune.jsondoc import SCHEMA_VERSION, Document
 from onnx_prune.report import format_random_banner
 
@@ -59,7 +60,7 @@ def _caption(report: AccuracyReport) -> str:
 def _cells(report: AccuracyReport, result: EpsAccuracy) -> list[str]:
     drop = accuracy_drop(report, result)
     return [
-        f"{result.eps:g}",
+        "ε map" if result.eps is None else f"{result.eps:g}",
         _percent(result.top1),
         "-" if drop is None else f"{0.0 - drop:+.2f}".replace("-0.00", "+0.00"),
         _percent(result.top5),
@@ -76,6 +77,8 @@ def _percent(fraction: float | None) -> str:
 def format_budget(report: AccuracyReport, max_drop: float) -> Text:
     """The largest ε whose top-1 drop (agreement drop without labels) stays within ``max_drop``."""
     measure = "top-1 drop" if report.baseline.top1 is not None else "agreement drop (no labels)"
+    if report.eps_map is not None:
+        return _map_budget(report, max_drop, measure)
     best = max_eps_within_budget(report, max_drop)
     if best is None:
         return Text(f"No ε keeps the {measure} within {max_drop:g} points", style="bold red")
@@ -84,6 +87,18 @@ def format_budget(report: AccuracyReport, max_drop: float) -> Text:
         f"Largest ε within a {max_drop:g}-point {measure}: {best:g} "
         f"(load saved {100 * saved:.2f}%)",
         style="bold",
+    )
+
+
+def _map_budget(report: AccuracyReport, max_drop: float, measure: str) -> Text:
+    (result,) = report.results
+    drop = accuracy_drop(report, result)
+    drop = 100.0 * (1.0 - result.agreement) if drop is None else drop
+    within = drop <= max_drop + 1e-9
+    verdict = "within" if within else "NOT within"
+    return Text(
+        f"The ε map's {measure} of {drop:.2f} points is {verdict} {max_drop:g} points",
+        style="bold" if within else "bold red",
     )
 
 
@@ -132,6 +147,7 @@ def accuracy_document(report: AccuracyReport, *, max_drop: float | None = None) 
             {"tensor": item.tensor, "layers": list(item.layers), "reason": item.reason}
             for item in report.not_pruned
         ],
+        "eps_map": None if report.eps_map is None else eps_map_document(report.eps_map),
     }
 
 
