@@ -1,3 +1,81 @@
-"""onnx-prune: weight and feature-map sparsity, bandwidth and dynamic pruning for ONNX CNNs."""
+"""onnx-prune: weight and feature-map sparsity, bandwidth and dynamic pruning for ONNX CNNs.
+
+The library entry points, one per command; each returns a frozen dataclass and prints nothing::
+
+    from onnx_prune import Calibration, analyze_model, count_zero_weights, load_model
+
+    weights = count_zero_weights(load_model("model.onnx"), eps=(0.0, 1e-3))
+    analysis = analyze_model(Path("model.onnx"), Calibration(images=(Path("photos"),)))
+
+- ``count_zero_weights`` (``onnx-prune weights``): a ``WeightReport`` of a ``LoadedModel``.
+- ``analyze_model`` (``onnx-prune analyze``): an ``Analysis`` from a ``Calibration``.
+- ``measure_accuracy`` (``onnx-prune accuracy``): an ``AccuracyReport`` over an ``ImageSource``
+  or a ``TensorSource``, optionally against ``Labels``.
+- ``weights_document``, ``analysis_document``, ``accuracy_document`` and ``dumps``: the
+  ``--json`` documents (their JSON Schemas are in ``onnx_prune/schemas/``).
+
+Every error a user can act on derives from ``OnnxPruneError``. Library messages go to the
+``onnx_prune`` logger (``logging``); the CLI shows INFO with ``-v``.
+"""
 
 __version__ = "0.1.0"
+
+from onnx_prune.accuracy import (
+    AccuracyReport,
+    EpsAccuracy,
+    ImageSource,
+    TensorSource,
+    measure_accuracy,
+)
+from onnx_prune.analysis import Analysis, Calibration, analyze_model
+from onnx_prune.data import DATA_DIR, EMBEDDED_IMAGES, EMBEDDED_MODEL
+from onnx_prune.errors import (
+    InputDataError,
+    ModelLoadError,
+    OnnxPruneError,
+    OutputPathError,
+    UnsupportedModelError,
+)
+from onnx_prune.inputs import PRESETS, Preprocess, get_preset
+from onnx_prune.jsondoc import analysis_document, dumps, weights_document
+from onnx_prune.labels import Labels, load_labels
+from onnx_prune.load import LoadedModel, load_model
+from onnx_prune.report.accuracy import accuracy_document
+from onnx_prune.runtime import Providers
+from onnx_prune.weights import LayerWeights, TensorSparsity, WeightReport, count_zero_weights
+
+__all__ = [
+    "DATA_DIR",
+    "EMBEDDED_IMAGES",
+    "EMBEDDED_MODEL",
+    "PRESETS",
+    "AccuracyReport",
+    "Analysis",
+    "Calibration",
+    "EpsAccuracy",
+    "ImageSource",
+    "InputDataError",
+    "Labels",
+    "LayerWeights",
+    "LoadedModel",
+    "ModelLoadError",
+    "OnnxPruneError",
+    "OutputPathError",
+    "Preprocess",
+    "Providers",
+    "TensorSource",
+    "TensorSparsity",
+    "UnsupportedModelError",
+    "WeightReport",
+    "__version__",
+    "accuracy_document",
+    "analysis_document",
+    "analyze_model",
+    "count_zero_weights",
+    "dumps",
+    "get_preset",
+    "load_labels",
+    "load_model",
+    "measure_accuracy",
+    "weights_document",
+]
