@@ -20,6 +20,7 @@ from typing import Any
 import onnx
 
 from onnx_prune.errors import ConversionError, MissingExtraError
+from onnx_prune.files import replacing
 from onnx_prune.load import RANDOM_WEIGHTS_KEY
 
 logger = logging.getLogger(__name__)
@@ -127,9 +128,11 @@ def _export_model(torch: Any, model: Any, out_path: Path, *, metadata: dict[str,
         for key, value in metadata.items():
             proto.metadata_props.add(key=key, value=value)
         onnx.save(proto, str(staging))
-        out_path.parent.mkdir(parents=True, exist_ok=True)
         for produced in Path(tmp).iterdir():
-            shutil.move(str(produced), str(out_path.parent / produced.name))
+            # Each file replaces its old copy atomically; the temporary folder may be on
+            # another file system, so the bytes are copied into the output's own folder first.
+            with replacing(out_path.parent / produced.name) as temporary:
+                shutil.copyfile(produced, temporary)
 
 
 def _run_exporter(torch: Any, model: Any) -> Any:

@@ -196,10 +196,12 @@ def follow_activations(
     resolver: ConstantResolver,
 ) -> str:
     """The tensor at the end of the activation chain that starts at ``tensor``."""
+    seen = {tensor}
     while True:
         following = _next_in_chain(tensor, consumers.get(tensor, []), consumers, resolver)
-        if following is None:
+        if following is None or following in seen:  # a cycle ends the chain (load refuses them)
             return tensor
+        seen.add(following)
         tensor = following
 
 

@@ -8,6 +8,7 @@ map, so a model over 2 GB is never copied into one protobuf message.
 from __future__ import annotations
 
 import logging
+import math
 import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 
 from onnx_prune.errors import ModelLoadError
+from onnx_prune.files import is_regular_file
 from onnx_prune.protowire import raw_data_spans
 
 logger = logging.getLogger(__name__)
@@ -74,13 +76,32 @@ def is_random_weights(model: onnx.ModelProto) -> bool:
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """Parse ``path`` and check its external data, without ever modifying or writing anything."""
+    """Parse ``path`` and check its graph and stored tensors, never modifying or writing anything.
+
+    Raises:
+        ModelLoadError: the file is not a readable model, its graph has a cycle or a tensor
+            written twice, or a stored tensor's header disagrees with its data.
+    """
     path = Path(path)
     _check_file(path)
     model = _parse(path)
+    check_acyclic(model.graph, path)
     external = _resolve_external(model, path.parent)
     inline = _inline_spans(path) if path.stat().st_size >= INLINE_MAP_BYTES else {}
-    return LoadedModel(path=path, model=model, external=external, inline=inline)
+    loaded = LoadedModel(path=path, model=model, external=external, inline=inline)
+    for tensor in iter_all_tensors(model):
+        _check_tensor_data(loaded, tensor)
+    return loaded
+
+
+def model_files(path: Path) -> tuple[Path, ...]:
+    """The model file and the external data files it names, for checks that an output path
+    is none of them; a model that does not load names only itself."""
+    try:
+        loaded = load_model(path)
+    except ModelLoadError:
+        return (path,)
+    return (path, *sorted({span.file for span in loaded.external.values()}))
 
 
 def _inline_spans(path: Path) -> dict[str, ExternalSpan]:
@@ -92,10 +113,19 @@ def _inline_spans(path: Path) -> dict[str, ExternalSpan]:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as error:
+        raise ModelLoadError(f"{path}: cannot open it: {error.strerror}") from None
+    if not exists:
         raise ModelLoadError(f"{path}: no such file: check the path to the .onnx model")
     if path.is_dir():
         raise ModelLoadError(f"{path} is a directory: give the path of a .onnx file inside it")
+    if not is_regular_file(path):
+        raise ModelLoadError(
+            f"{path} is not a regular file (a pipe, device or socket): give the path of a "
+            ".onnx file"
+        )
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path} is empty: re-export or re-download the model")
 
@@ -119,6 +149,48 @@ def _parse(path: Path) -> onnx.ModelProto:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def check_acyclic(graph: onnx.GraphProto, path: Path) -> None:
+    """Refuse a graph whose nodes cannot be ordered (a cycle, such as ``Relu c1 -> c1``) or
+    that writes one tensor from two nodes: every graph walk may then assume neither.
+
+    Kahn's algorithm: a node is ready once every node writing one of its inputs is done.
+    """
+    producers = _producers(graph, path)
+    users: list[list[int]] = [[] for _ in graph.node]
+    waiting = [0] * len(graph.node)
+    for index, node in enumerate(graph.node):
+        for producer in {producers[name] for name in node.input if name in producers}:
+            users[producer].append(index)
+            waiting[index] += 1
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    done = 0
+    while ready:
+        done += 1
+        for user in users[ready.pop()]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append(user)
+    if done < len(graph.node):
+        stuck = graph.node[next(index for index, count in enumerate(waiting) if count)]
+        raise ModelLoadError(
+            f"{path}: the graph has a cycle: node '{stuck.name}' ({stuck.op_type}) needs, "
+            "through its inputs, its own output: the model is malformed; re-export it"
+        )
+
+
+def _producers(graph: onnx.GraphProto, path: Path) -> dict[str, int]:
+    producers: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if name and producers.setdefault(name, index) != index:
+                first = graph.node[producers[name]]
+                raise ModelLoadError(
+                    f"{path}: tensor '{name}' is written by two nodes ('{first.name}' and "
+                    f"'{node.name}'): the model is malformed; re-export it"
+                )
+    return producers
 
 
 def iter_all_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
@@ -153,8 +225,8 @@ def _external_span(tensor: TensorProto, folder: Path) -> ExternalSpan:
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location", "")
     file = _safe_location(location, tensor.name, folder)
-    offset = int(info.get("offset", 0) or 0)
-    length = int(info["length"]) if info.get("length") else None
+    offset = _external_int(info, "offset", tensor.name) or 0
+    length = _external_int(info, "length", tensor.name)
     size = file.stat().st_size
     needed = offset + (length if length is not None else 0)
     if needed > size or offset > size:
@@ -163,6 +235,27 @@ def _external_span(tensor: TensorProto, folder: Path) -> ExternalSpan:
             f"bytes, the file has {size}: copy the complete data file beside the model"
         )
     return ExternalSpan(file=file, offset=offset, length=length)
+
+
+def _external_int(info: dict[str, str], key: str, tensor_name: str) -> int | None:
+    """A whole number of bytes from a tensor's external-data fields, None when absent."""
+    text = info.get(key, "")
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ModelLoadError(
+            f"tensor '{tensor_name}' has external data {key} '{_shorten(text)}', not a whole "
+            "number of bytes >= 0: the model file is corrupt; re-export it"
+        )
+    return value
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _safe_location(location: str, tensor_name: str, folder: Path) -> Path:
@@ -176,34 +269,116 @@ def _safe_location(location: str, tensor_name: str, folder: Path) -> Path:
         or ".." in parts
     ):
         raise ModelLoadError(
-            f"tensor '{tensor_name}' points at external data '{location}' outside the model's "
-            "folder: refused (only relative paths inside the model's folder are read)"
+            f"tensor '{tensor_name}' points at external data '{_shorten(location)}' outside the "
+            "model's folder: refused (only relative paths inside the model's folder are read)"
         )
     file = folder.joinpath(*parts)
-    root = folder.resolve()
-    if not file.resolve().is_relative_to(root):
+    try:
+        inside = file.resolve().is_relative_to(folder.resolve())
+        found = file.exists()
+    except OSError as error:
         raise ModelLoadError(
-            f"tensor '{tensor_name}' external data '{location}' resolves outside the model's "
-            "folder (a symbolic link?): refused"
+            f"external data file '{_shorten(location)}' for tensor '{tensor_name}' cannot be "
+            f"opened ({error.strerror}): the model file is corrupt; re-export it"
+        ) from None
+    if not inside:
+        raise ModelLoadError(
+            f"tensor '{tensor_name}' external data '{_shorten(location)}' resolves outside the "
+            "model's folder (a symbolic link?): refused"
         )
-    if not file.is_file():
+    if not found or not is_regular_file(file):
+        what = "is missing" if not found else "is not a regular file (a pipe, device or folder)"
         raise ModelLoadError(
-            f"external data file '{location}' for tensor '{tensor_name}' is missing: put it in "
-            f"{folder} beside the model"
+            f"external data file '{_shorten(location)}' for tensor '{tensor_name}' {what}: put "
+            f"it in {folder} beside the model"
         )
     return file
+
+
+_SUB_BYTE_TYPES = frozenset(
+    getattr(TensorProto, name)
+    for name in ("INT2", "UINT2", "INT4", "UINT4", "FLOAT4E2M1", "FLOAT6E2M3", "FLOAT6E3M2")
+    if hasattr(TensorProto, name)
+)
+_COMPLEX_TYPES = frozenset({TensorProto.COMPLEX64, TensorProto.COMPLEX128})
+
+
+def _check_tensor_data(loaded: LoadedModel, tensor: TensorProto) -> None:
+    """Refuse a stored tensor whose header (type, dims) disagrees with the data it holds."""
+    name = tensor.name
+    try:
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    except KeyError:
+        raise ModelLoadError(
+            f"tensor '{name}' has data_type {tensor.data_type}, which is no ONNX element type: "
+            "the model file is corrupt; re-export it"
+        ) from None
+    if any(dim < 0 for dim in tensor.dims):
+        raise _header_error(tensor, "has a negative dimension")
+    count = math.prod(tensor.dims)
+    if tensor.data_type in _SUB_BYTE_TYPES:
+        return  # packed several to a byte, in layouts that differ by type
+    if tensor.data_location == TensorProto.EXTERNAL:
+        _check_external_bytes(loaded, tensor, count * dtype.itemsize)
+    elif tensor.HasField("raw_data"):
+        _check_raw_bytes(loaded, tensor, count * dtype.itemsize)
+    elif tensor.data_type != TensorProto.STRING or tensor.string_data:
+        per_value = 2 if tensor.data_type in _COMPLEX_TYPES else 1
+        found = len(getattr(tensor, helper.tensor_dtype_to_field(tensor.data_type)))
+        if found != count * per_value:
+            raise _header_error(tensor, f"holds {found} values where its dims need {count}")
+
+
+def _check_external_bytes(loaded: LoadedModel, tensor: TensorProto, expected: int) -> None:
+    span = loaded.external[tensor.name]
+    if tensor.data_type == TensorProto.STRING:
+        raise _header_error(tensor, "holds strings in external data, which ONNX does not allow")
+    if span.length is not None and span.length != expected:
+        raise _header_error(tensor, f"has external data of {span.length} bytes, not {expected}")
+    available = span.file.stat().st_size - span.offset
+    if available < expected:
+        raise ModelLoadError(
+            f"external data for tensor '{tensor.name}' in {span.file} is truncated: needs "
+            f"{expected} bytes from offset {span.offset}, the file has {available}: copy the "
+            "complete data file beside the model"
+        )
+
+
+def _check_raw_bytes(loaded: LoadedModel, tensor: TensorProto, expected: int) -> None:
+    span = loaded.inline.get(tensor.name)
+    if span is not None and span.length == expected:
+        return  # the common case of a large model, read from the file without a copy
+    found = len(tensor.raw_data)
+    if tensor.data_type == TensorProto.STRING or found != expected:
+        raise _header_error(tensor, f"holds {found} bytes of raw data, not {expected}")
+
+
+def _header_error(tensor: TensorProto, problem: str) -> ModelLoadError:
+    dims = "[" + ",".join(str(dim) for dim in tensor.dims) + "]"
+    type_name = TensorProto.DataType.Name(tensor.data_type)
+    return ModelLoadError(
+        f"tensor '{tensor.name}' ({type_name}, dims {dims}) {problem}: the model file is "
+        "corrupt; re-export it"
+    )
 
 
 def tensor_to_array(loaded: LoadedModel, tensor: TensorProto) -> np.ndarray:
     """The values of a stored tensor; large weights are memory-mapped, never copied whole."""
     external = tensor.data_location == TensorProto.EXTERNAL
     span = (loaded.external if external else loaded.inline).get(tensor.name)
+    if tensor.data_type == TensorProto.STRING:
+        raise ModelLoadError(
+            f"tensor '{tensor.name}' holds strings, not numbers: it cannot be a weight; "
+            "is the model corrupt?"
+        )
     dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-    if span is None or dtype == np.dtype(object):
+    if span is None:
         if external:
             raise ModelLoadError(f"tensor '{tensor.name}' is stored externally in a form not read")
         return onnx.numpy_helper.to_array(tensor)
-    count = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
+    count = math.prod(tensor.dims)
+    if count == 0:
+        return np.zeros(tuple(tensor.dims), dtype)
     if not external and span.length != count * dtype.itemsize:
         return onnx.numpy_helper.to_array(tensor)  # not the raw_data this name pointed at
     with span.file.open("rb") as handle:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from onnx_prune.bandwidth import GRANULARITIES, BandwidthReport
-from onnx_prune.errors import MissingExtraError
+from onnx_prune.errors import MissingExtraError, OutputPathError
+from onnx_prune.files import replacing
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -62,8 +63,42 @@ def plot_analysis(
     figure.suptitle(
         f"{Path(analysis.model).name} on {analysis.providers.label()}{_random_note(analysis)}"
     )
-    figure.savefig(out_path, dpi=100)
+    _save(figure, out_path)
     return out_path
+
+
+def check_plot_path(out_path: Path) -> None:
+    """Refuse, before any work, a figure path whose extension matplotlib cannot write.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed.
+        OutputPathError: the extension names no format matplotlib writes.
+    """
+    formats = _formats()
+    suffix = out_path.suffix.lower().removeprefix(".")
+    if suffix not in formats:
+        known = ", ".join(f".{name}" for name in sorted(formats))
+        raise OutputPathError(
+            f"--plot {out_path}: matplotlib cannot write '{out_path.suffix or 'no extension'}' "
+            f"files: end the name with one of {known}"
+        )
+
+
+def _formats() -> set[str]:
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as error:
+        raise MissingExtraError(f"plotting needs matplotlib: {INSTALL_HINT}") from error
+    # pgf needs a LaTeX installation; every other format is written by matplotlib itself.
+    return set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"}
+
+
+def _save(figure: Figure, out_path: Path) -> None:
+    """Save through a temporary file, so a failed save leaves an old figure as it was."""
+    check_plot_path(out_path)
+    file_format = out_path.suffix.lower().removeprefix(".")
+    with replacing(out_path) as temporary:
+        figure.savefig(temporary, format=file_format, dpi=100)
 
 
 def _new_figure(*, rows: int) -> Figure:
@@ -159,5 +194,5 @@ def plot_accuracy(
     figure = _new_figure(rows=1)
     _plot_accuracy(figure.add_subplot(1, 1, 1), points)
     figure.suptitle(title + (" (RANDOM WEIGHTS)" if random_weights else ""))
-    figure.savefig(out_path, dpi=100)
+    _save(figure, out_path)
     return out_path

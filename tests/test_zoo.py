@@ -402,7 +402,7 @@ def test_load_figures_come_from_the_bandwidth_model(tmp_path: Path) -> None:
         (["--baseline", "other-eps.json"], "was made with --eps 0,0.2 but this run uses 0,0.5"),
         (["--baseline", "old.json"], "has schema_version 99"),
         (["--inputs-dir", "nowhere"], "--inputs-dir nowhere is not a folder"),
-        (["--json", "no/such/folder.json"], "its folder does not exist"),
+        (["--json", "no/such/folder.json"], "no/such does not exist: create the folder first"),
     ],
 )
 def test_usage_errors_exit_2(

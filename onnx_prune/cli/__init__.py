@@ -10,28 +10,30 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-
 from onnx_prune import __version__
 from onnx_prune.data import EMBEDDED_IMAGES, EMBEDDED_MODEL
-from onnx_prune.errors import ModelLoadError, OnnxPruneError, OutputPathError
-from onnx_prune.jsondoc import Document, dumps
-from onnx_prune.runtime import PROVIDER_NAMES, Providers, check_providers_available
+from onnx_prune.errors import ModelLoadError, OnnxPruneError
+from onnx_prune.files import write_text
 
 DEFAULT_MODEL = EMBEDDED_MODEL
 DEFAULT_IMAGES = EMBEDDED_IMAGES
 PIPE_WIDTH = 120  # tables written to a file or CI log: rich would otherwise assume 80 columns
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from onnx_prune.runtime import Providers
+
+    from onnx_prune.jsondoc import Document
+
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-Handler = Callable[[argparse.Namespace, Console], int]
+Handler = Callable[[argparse.Namespace, "Console"], int]
 
 
 def parse_eps(text: str) -> tuple[float, ...]:
@@ -61,6 +63,8 @@ def model_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_provider_arguments(parser: argparse.ArgumentParser) -> None:
     """``--providers`` and ``--provider-option``, for every command that runs a model."""
+    from onnx_prune.runtime import PROVIDER_NAMES
+
     parser.add_argument(
         "--providers",
         metavar="LIST",
@@ -79,6 +83,8 @@ def add_provider_arguments(parser: argparse.ArgumentParser) -> None:
 def providers_from(args: argparse.Namespace) -> Providers:
     """The providers and options the flags describe, checked against this onnxruntime before
     any work (a bad name or a provider it lacks is a ProviderError)."""
+    from onnx_prune.runtime import Providers, check_providers_available
+
     providers = Providers.parse(args.providers, args.provider_option)
     check_providers_available(providers)
     return providers
@@ -104,29 +110,29 @@ def is_embedded(model: Path) -> bool:
         return False
 
 
-def check_output_path(destination: str | Path | None) -> None:
-    """Refuse, before any work, a file that cannot be written (``-`` is standard output)."""
-    if destination is None or str(destination) == "-":
-        return
-    path = Path(destination)
-    if path.is_dir():
-        raise OutputPathError(f"{path} is a folder: give a file name inside it")
-    if not path.parent.is_dir():
-        raise OutputPathError(f"{path.parent} does not exist: create the folder first")
+def files_under(paths: Iterable[Path]) -> Iterator[Path]:
+    """Every file under ``paths`` (folders walked, links followed): the inputs that an output
+    path must not name."""
+    for path in paths:
+        if path.is_dir():
+            for root, _folders, names in os.walk(path, followlinks=True):
+                yield from (Path(root, name) for name in names)
+        else:
+            yield path
 
 
-def write_output(text: str, destination: str | Path) -> None:
-    """Write text to a file, or to standard output for ``-``."""
-    if str(destination) == "-":
-        sys.stdout.write(text)
-        return
-    check_output_path(destination)
-    Path(destination).write_text(text, encoding="utf-8")
+def model_inputs(model: Path) -> Iterator[Path]:
+    """The model file and its external data files."""
+    from onnx_prune.load import model_files
+
+    yield from model_files(model)
 
 
 def write_json(document: Document, destination: str | Path) -> None:
-    """Write a JSON document to a file, or to standard output for ``-``."""
-    write_output(dumps(document), destination)
+    """Write a JSON document atomically to a file, or to standard output for ``-``."""
+    from onnx_prune.jsondoc import dumps
+
+    write_text(destination, dumps(document))
 
 
 def _commands() -> list[ModuleType]:
@@ -151,15 +157,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # also during the imports, which happen here and not before
+        _print_error("", label="interrupted")
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    console = Console(width=PIPE_WIDTH if wide else None)
+    from onnx_prune.report.terminal import EscapingConsole
+
+    wide = sys.stdout is not None and not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = EscapingConsole(width=PIPE_WIDTH if wide else None)
     try:
         handler: Handler = args.handler
         return handler(args, console)
     except OnnxPruneError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[red]interrupted[/]")
-        return 130
+        _print_error(str(error))
+    except BrokenPipeError:
+        _silence_stdout()
+        _print_error("standard output was closed before everything was written")
+    except MemoryError:
+        _print_error(f"out of memory: {_memory_advice(args)}")
+    return 2
+
+
+def _memory_advice(args: argparse.Namespace) -> str:
+    batch = getattr(args, "batch_size", None)
+    if isinstance(batch, int) and batch > 1:
+        return f"lower --batch-size to {batch // 2} or less (it is {batch})"
+    return "the model needs more memory than this machine has free"
+
+
+def _print_error(message: str, *, label: str = "error:") -> None:
+    """One line on standard error, control characters escaped, the label red on a terminal."""
+    if sys.stderr is None:
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    from onnx_prune.report.terminal import printable
+
+    text = f"[bold red]{label}[/] {escape(printable(message))}".rstrip()
+    Console(stderr=True).print(text, soft_wrap=True, highlight=False)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, stop Python's final flush of standard output from failing again."""
+    try:
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(descriptor, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -25,7 +25,6 @@ from onnx_prune.accuracy import (
 )
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
-    check_output_path,
     is_embedded,
     model_argument,
     parse_eps,
@@ -33,7 +32,11 @@ from onnx_prune.cli import (
     resolve_model,
     write_json,
 )
-from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, add_calibration_arguments
+from onnx_prune.cli.analyze import (
+    DEFAULT_MODEL_PRESET,
+    add_calibration_arguments,
+    check_calibration_outputs,
+)
 from onnx_prune.epsmap import read_eps_map
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import get_preset
@@ -52,10 +55,11 @@ OTHER_MODELS_PRESET = "imagenet"
 def run(args: argparse.Namespace, console: Console) -> int:
     """``onnx-prune accuracy``: the ε sweep over labelled (or unlabelled) samples."""
     model = resolve_model(args.model)
+    labels_path = (args.labels,) if args.labels is not None else ()
+    images = tuple(args.images or ()) or ((DEFAULT_IMAGES,) if is_embedded(model) else ())
+    check_calibration_outputs(args, model, images, args.inputs, more=labels_path)
     loaded = load_model(model)
     labels = load_labels(args.labels) if args.labels is not None else None
-    for destination in (args.json, args.plot):
-        check_output_path(destination)
     if args.eps_map is not None and args.plot is not None:
         raise InputDataError("--plot draws a sweep over ε; an ε map is one point: drop --plot")
     eps_map = read_eps_map(args.eps_map) if args.eps_map is not None else None

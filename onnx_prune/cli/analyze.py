@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +20,10 @@ from onnx_prune.analysis import DEFAULT_EPS, Analysis, Calibration, analyze_mode
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
     add_provider_arguments,
-    check_output_path,
+    files_under,
     is_embedded,
     model_argument,
+    model_inputs,
     parse_eps,
     providers_from,
     resolve_model,
@@ -29,9 +31,10 @@ from onnx_prune.cli import (
 )
 from onnx_prune.epsmap import EpsMap, map_savings, map_savings_document, merged_eps, read_eps_map
 from onnx_prune.errors import InputDataError
+from onnx_prune.files import check_outputs
 from onnx_prune.inputs import PRESETS
 from onnx_prune.jsondoc import analysis_document
-from onnx_prune.plot import plot_analysis
+from onnx_prune.plot import check_plot_path, plot_analysis
 from onnx_prune.probes import DEFAULT_TILE
 from onnx_prune.report.analysis import format_analysis
 from onnx_prune.report.epsmap import format_map_savings
@@ -119,15 +122,35 @@ def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
     )
 
 
+def check_calibration_outputs(
+    args: argparse.Namespace,
+    model: Path,
+    images: tuple[Path, ...],
+    tensors: Path | None,
+    *,
+    more: tuple[Path, ...] = (),
+) -> None:
+    """Refuse --json and --plot paths that cannot be written or name an input, before any work."""
+
+    def inputs() -> Iterator[Path]:
+        yield from model_inputs(model)
+        yield from (tensors,) if tensors is not None else ()
+        yield from files_under((*images, *more))
+        yield from (args.eps_map,) if getattr(args, "eps_map", None) is not None else ()
+
+    check_outputs([("--json", args.json), ("--plot", args.plot)], inputs)
+    if args.plot is not None:
+        check_plot_path(args.plot)
+
+
 def run_analysis(
     args: argparse.Namespace, console: Console, *, eps_map: EpsMap | None = None
 ) -> Analysis:
     """Run the analysis the flags describe, with a progress bar on a terminal; with ``eps_map``
     also at every ε of the map."""
     model = resolve_model(args.model)
-    for destination in (args.json, args.plot):
-        check_output_path(destination)
     calibration = calibration_from(args, model)
+    check_calibration_outputs(args, model, calibration.images, calibration.tensors)
     columns = (
         TextColumn("calibrating"),
         BarColumn(),

@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import onnx
 from rich.console import Console
 
-from onnx_prune.errors import ConversionError
+from onnx_prune.files import check_outputs, write_bytes
 from onnx_prune.load import default_opset
 
 if TYPE_CHECKING:
@@ -20,9 +19,9 @@ def run_darknet(args: argparse.Namespace, console: Console) -> int:
     """Convert a Darknet cfg + weights pair to ONNX."""
     from onnx_prune.darknet import convert_darknet
 
-    _check_output(args.output)
+    check_outputs([("-o", args.output)], lambda: (args.cfg, args.weights))
     model = convert_darknet(args.cfg, args.weights)
-    onnx.save(model, str(args.output))
+    write_bytes(args.output, model.SerializeToString())
     layers = sum(1 for node in model.graph.node if node.op_type in ("Conv", "Gemm"))
     console.print(f"wrote {args.output} ({layers} conv/fc layers, opset {default_opset(model)})")
     return 0
@@ -32,18 +31,11 @@ def run_export(args: argparse.Namespace, console: Console) -> int:
     """Export a torchvision model to ONNX."""
     from onnx_prune.export import export_torchvision
 
-    _check_output(args.output)
+    check_outputs([("-o", args.output)], tuple)
     export_torchvision(args.name, args.output, random_weights=args.random_weights)
     note = " with RANDOM WEIGHTS" if args.random_weights else ""
     console.print(f"wrote {args.output}{note}")
     return 0
-
-
-def _check_output(path: Path) -> None:
-    if not path.parent.is_dir():
-        raise ConversionError(f"{path.parent} is not a folder: create it or choose another -o")
-    if path.is_dir():
-        raise ConversionError(f"{path} is a folder: give a file name such as {path}/model.onnx")
 
 
 def add_parser(commands: Subparsers) -> None:

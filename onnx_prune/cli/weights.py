@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from onnx_prune.cli import model_argument, parse_eps, resolve_model, write_json
+from onnx_prune.cli import model_argument, model_inputs, parse_eps, resolve_model, write_json
+from onnx_prune.files import check_outputs
 from onnx_prune.jsondoc import weights_document
 from onnx_prune.load import load_model
 from onnx_prune.report.weights import format_weights
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """``onnx-prune weights``: the static weight-sparsity scan."""
-    loaded = load_model(resolve_model(args.model))
+    model = resolve_model(args.model)
+    check_outputs([("--json", args.json)], lambda: model_inputs(model))
+    loaded = load_model(model)
     report = count_zero_weights(loaded, eps=args.eps)
     if args.json != "-":
         console.print(format_weights(report))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,14 +29,16 @@ from onnx_prune.baseline import (
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
     add_provider_arguments,
+    files_under,
     is_embedded,
+    model_inputs,
     parse_eps,
     providers_from,
     write_json,
-    write_output,
 )
 from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, parse_size, positive_int
-from onnx_prune.errors import InputDataError
+from onnx_prune.errors import InputDataError, OutputPathError
+from onnx_prune.files import check_outputs, write_text
 from onnx_prune.inputs import PRESETS, find_images
 from onnx_prune.report.zoo import format_model_done, format_zoo, format_zoo_markdown
 from onnx_prune.runtime import Providers
@@ -69,9 +72,9 @@ def parse_tolerance(text: str) -> float:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """``onnx-prune zoo``."""
-    _check_outputs(args)
     providers = providers_from(args)
     models = find_models(args.paths)
+    _check_outputs(args, models)
     eps = zoo_eps(args.eps)
     baseline = read_baseline(args.baseline) if args.baseline else None
     if baseline is not None:
@@ -90,17 +93,24 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0 if outcome.passed else 1
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse output paths that cannot be written before the models run, not after."""
+def _check_outputs(args: argparse.Namespace, models: tuple[ZooModel, ...]) -> None:
+    """Refuse output paths that cannot be written, or that name an input, before models run."""
     if args.json == "-" and args.markdown == "-":
-        raise InputDataError("--json - and --markdown - both want standard output: give a file")
-    for flag, value in (("--json", args.json), ("--markdown", args.markdown)):
-        if value and value != "-" and not Path(value).parent.is_dir():
-            raise InputDataError(f"{flag} {value}: its folder does not exist: create it first")
-    if args.save_baseline is not None and not args.save_baseline.parent.is_dir():
-        raise InputDataError(
-            f"--save-baseline {args.save_baseline}: its folder does not exist: create it first"
-        )
+        raise OutputPathError("--json - and --markdown - both want standard output: give a file")
+
+    def inputs() -> Iterator[Path]:
+        for model in models:
+            yield from model_inputs(model.path)
+        yield from (args.baseline,) if args.baseline is not None else ()
+        yield from files_under((args.images or DEFAULT_IMAGES,))
+        yield from files_under((args.inputs_dir,) if args.inputs_dir is not None else ())
+
+    outputs = [
+        ("--json", args.json),
+        ("--markdown", args.markdown),
+        ("--save-baseline", args.save_baseline),
+    ]
+    check_outputs(outputs, inputs)
 
 
 def _images(args: argparse.Namespace) -> tuple[Path, ...]:
@@ -171,11 +181,11 @@ def _write_outputs(
         console.print(format_zoo(outcome))
         _print_tracebacks(outcome, console)
     if args.markdown:
-        write_output(format_zoo_markdown(outcome), args.markdown)
+        write_text(args.markdown, format_zoo_markdown(outcome))
     if args.json:
         write_json(zoo_document(outcome), args.json)
     if args.save_baseline is not None:
-        args.save_baseline.write_text(baseline_text(outcome), encoding="utf-8")
+        write_text(args.save_baseline, baseline_text(outcome))
         if not quiet:
             console.print(_baseline_written(outcome, args.save_baseline))
 
