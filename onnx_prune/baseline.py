@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnx_prune.errors import OnnxPruneError
+from onnx_prune.files import open_regular
 from onnx_prune.jsondoc import Document
 from onnx_prune.runtime import CPU, Providers
 
@@ -153,8 +154,9 @@ def model_baseline(figures: ModelFigures, eps: Sequence[float]) -> Document:
 def read_baseline(path: Path) -> Baseline:
     """Parse a baseline written by ``--save-baseline``; anything else is a BaselineError."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        with open_regular(path) as file:
+            document = json.loads(file.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise BaselineError(
             f"cannot read baseline {path} ({_first_line(error)}): give a file written by "
             "onnx-prune zoo --save-baseline"

@@ -35,3 +35,7 @@ class OutputPathError(OnnxPruneError):
 
 class ProviderError(OnnxPruneError):
     """An execution provider asked for is unknown, not installed, or not what the session runs."""
+
+
+class OutOfMemoryError(OnnxPruneError):
+    """The machine ran out of memory; the message names the ``--batch-size`` to lower to."""

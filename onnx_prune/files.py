@@ -19,6 +19,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from onnx_prune.errors import OutputPathError
 
@@ -37,6 +38,31 @@ def is_regular_file(path: Path) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except (OSError, ValueError):
         return False
+
+
+class NotRegularFileError(OSError):
+    """A path names a pipe, device, socket or folder where a regular file is read."""
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading only when it is a regular file.
+
+    The file is opened without blocking, so a FIFO that no one writes cannot hang the open,
+    and checked before any byte is read.
+
+    Raises:
+        NotRegularFileError: a pipe, device, socket or folder.
+        OSError: it cannot be opened (missing, a dangling link, no permission).
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file (a pipe, device or socket)")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def check_outputs(outputs: Sequence[OutputFlag], inputs: Callable[[], Iterable[Path]]) -> None:

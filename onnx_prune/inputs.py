@@ -12,20 +12,23 @@ size / crop_fraction". Sizes are ``(height, width)``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import struct
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
 from onnx_prune.errors import InputDataError
+from onnx_prune.files import is_regular_file, open_regular
 
 _LOG = logging.getLogger(__name__)
 
@@ -145,17 +148,23 @@ def get_preset(name: str) -> Preprocess:
 def find_images(paths: Sequence[Path]) -> list[Path]:
     """Image files under ``paths``: folders searched recursively (sorted), files taken as given.
 
-    Folders contribute files ending in .jpg/.jpeg/.png/.bmp/.webp in any case. A missing path, or
-    finding no image at all, is an error.
+    Folders contribute files ending in .jpg/.jpeg/.png/.bmp/.webp in any case; those that turn
+    out unreadable (a dangling link, a pipe) are skipped when decoded, like damaged images. A
+    path given that is missing or not a regular file, or finding no image at all, is an error.
     """
     found: dict[Path, None] = {}
     for path in paths:
         if path.is_dir():
             found.update(dict.fromkeys(_images_in_folder(path)))
-        elif path.exists():
-            found[path] = None
-        else:
+        elif not path.exists():
             raise InputDataError(f"image path {path} does not exist: give image files or folders")
+        elif not is_regular_file(path):
+            raise InputDataError(
+                f"image path {path} is not a regular file (a pipe, device or socket): give "
+                "image files or folders"
+            )
+        else:
+            found[path] = None
     if not found:
         raise InputDataError(f"no image in {_list_paths(paths)}: give {_IMAGE_KINDS}")
     return list(found)
@@ -178,7 +187,7 @@ def load_image(path: Path, preset: Preprocess, size: tuple[int, int]) -> FloatAr
     decode raises ``UnreadableImageError``.
     """
     try:
-        with Image.open(path) as opened:
+        with open_regular(path) as file, Image.open(file) as opened:
             rgb = _to_rgb(opened)
     except _DECODE_ERRORS as error:
         raise UnreadableImageError(
@@ -303,10 +312,16 @@ def open_tensor_inputs(path: Path, input_names: Sequence[str]) -> TensorInputs:
 
     .npy files and uncompressed .npz members are memory-mapped; members of a compressed .npz
     (``np.savez_compressed``) are read whole, one per input. A one-array .npz feeds a one-input
-    model whatever its key. The first axis counts samples and must agree across inputs.
+    model whatever its key. The first axis counts samples and must agree across inputs. Every
+    array header is checked against the bytes that follow it before anything is read.
     """
-    if not path.is_file():
+    if not path.exists():
         raise InputDataError(f"tensor file {path} does not exist: give an .npy or .npz file")
+    if not is_regular_file(path):
+        raise InputDataError(
+            f"tensor file {path} is not a regular file (a folder, pipe or device): give an "
+            ".npy or .npz file"
+        )
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arrays = _open_npy(path, input_names)
@@ -317,6 +332,53 @@ def open_tensor_inputs(path: Path, input_names: Sequence[str]) -> TensorInputs:
     return TensorInputs(path, arrays, _sample_count(path, arrays))
 
 
+# What numpy and zipfile raise for a damaged file, depending on where the damage is.
+_TENSOR_FILE_ERRORS = (OSError, ValueError, EOFError, OverflowError, struct.error, zipfile.error)
+
+
+@dataclass(frozen=True)
+class _ArrayHeader:
+    """An .npy header: what the bytes after it must hold."""
+
+    shape: tuple[int, ...]
+    order: Literal["C", "F"]
+    dtype: np.dtype[Any]
+    offset: int  # where the data starts, from the start of the .npy bytes
+
+
+class _NumpyReads(ValueError):
+    """An .npy version (3.0 has a UTF-8 header) that numpy reads whole, checking it itself."""
+
+
+def _read_header(file: IO[bytes], available: int, *, start: int = 0) -> _ArrayHeader:
+    """Read and check the .npy header at ``start``; ``available`` is the length of the .npy
+    bytes (header and data).
+
+    Raises ValueError naming what is wrong: no .npy magic, an unknown version, a negative
+    dimension, Python objects, or fewer data bytes than the shape needs.
+    """
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
+    else:
+        raise _NumpyReads(f".npy format version {version} is left to numpy")
+    if any(dim < 0 for dim in shape):
+        raise ValueError(f"the header's shape {shape} has a negative dimension")
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects, which are never unpickled")
+    offset = file.tell() - start
+    header = _ArrayHeader(tuple(shape), "F" if fortran_order else "C", dtype, offset)
+    needed = math.prod(header.shape) * dtype.itemsize
+    if available - header.offset < needed:
+        raise ValueError(
+            f"the header's shape {header.shape} needs {needed} bytes of data, the file holds "
+            f"{max(available - header.offset, 0)}"
+        )
+    return header
+
+
 def _open_npy(path: Path, input_names: Sequence[str]) -> dict[str, Array]:
     if len(input_names) != 1:
         keys = _quoted(input_names)
@@ -324,16 +386,34 @@ def _open_npy(path: Path, input_names: Sequence[str]) -> dict[str, Array]:
             f"{path} holds one array but the model has inputs {keys}: "
             f"save an .npz with keys {keys} (np.savez(FILE, **arrays_by_input_name))"
         )
-    try:
-        array: Array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InputDataError(
-            f"cannot read {path} as .npy ({error}): save it with np.save"
-        ) from error
-    if not isinstance(array, np.ndarray):  # np.load opens a zip whatever the file is called
-        array.close()
+    if zipfile.is_zipfile(path):  # np.load would open a zip whatever the file is called
         raise InputDataError(f"{path} is an .npz archive, not .npy: rename it to .npz")
+    try:
+        with open_regular(path) as file:
+            try:
+                header = _read_header(file, os.fstat(file.fileno()).st_size)
+            except _NumpyReads:
+                file.seek(0)
+                return {input_names[0]: np.lib.format.read_array(file, allow_pickle=False)}
+        array = _memmap(path, header, header.offset)
+    except _TENSOR_FILE_ERRORS as error:
+        raise InputDataError(
+            f"cannot read {path} as .npy ({_tensor_error(error)}): save it with np.save"
+        ) from None
     return {input_names[0]: array}
+
+
+def _memmap(path: Path, header: _ArrayHeader, offset: int) -> Array:
+    if math.prod(header.shape) == 0:
+        return np.zeros(header.shape, header.dtype)  # numpy cannot map zero bytes
+    return np.memmap(
+        path, dtype=header.dtype, mode="r", offset=offset, shape=header.shape, order=header.order
+    )
+
+
+def _tensor_error(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def _open_npz(path: Path, input_names: Sequence[str]) -> dict[str, Array]:
@@ -344,10 +424,10 @@ def _open_npz(path: Path, input_names: Sequence[str]) -> dict[str, Array]:
                 for info in archive.infolist()
                 if info.filename.endswith(".npy")
             }
-    except (zipfile.BadZipFile, OSError) as error:
+    except _TENSOR_FILE_ERRORS as error:
         raise InputDataError(
-            f"cannot read {path} as .npz ({error}): save it with np.savez"
-        ) from error
+            f"cannot read {path} as .npz ({_tensor_error(error)}): save it with np.savez"
+        ) from None
     keys = _match_keys(path, list(members), input_names)
     return {name: _open_member(path, members[key], key) for name, key in keys.items()}
 
@@ -368,43 +448,47 @@ def _match_keys(path: Path, keys: list[str], input_names: Sequence[str]) -> dict
 
 
 def _open_member(path: Path, info: zipfile.ZipInfo, key: str) -> Array:
-    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
-        try:
-            return _memmap_member(path, info)
-        except (OSError, ValueError, struct.error) as error:
-            _LOG.debug("%s: reading '%s' whole, cannot memory-map it: %s", path, key, error)
+    """A stored member is memory-mapped; a compressed one is read whole; encrypted is refused."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            array: Array = archive[key]
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        if info.flag_bits & 0x1:
+            raise ValueError("it is encrypted")
+        if info.compress_type == zipfile.ZIP_STORED:
+            with contextlib.suppress(_NumpyReads):
+                return _memmap_member(path, info)
+        return _read_member(path, info)
+    except _TENSOR_FILE_ERRORS as error:
         raise InputDataError(
-            f"cannot read '{key}' in {path} ({error}): save it with np.savez"
-        ) from error
-    return array
+            f"cannot read '{key}' in {path} ({_tensor_error(error)}): save it with np.savez"
+        ) from None
+
+
+def _read_member(path: Path, info: zipfile.ZipInfo) -> Array:
+    with zipfile.ZipFile(path) as archive, archive.open(info) as member:
+        try:
+            header = _read_header(member, info.file_size)
+        except _NumpyReads:
+            with archive.open(info) as again:
+                array: Array = np.lib.format.read_array(again, allow_pickle=False)
+                return array
+        count = math.prod(header.shape)
+        data = member.read(count * header.dtype.itemsize)
+    values: Array = np.frombuffer(data, dtype=header.dtype, count=count)
+    return values.reshape(header.shape, order=header.order)
 
 
 def _memmap_member(path: Path, info: zipfile.ZipInfo) -> Array:
     # numpy has no API for this: the member's bytes start after its local header, whose name and
     # extra-field lengths (bytes 26-30) can differ from the central directory's.
-    with path.open("rb") as file:
+    with open_regular(path) as file:
         file.seek(info.header_offset)
-        header = file.read(30)
-        if header[:4] != b"PK\x03\x04":
+        local = file.read(30)
+        if local[:4] != b"PK\x03\x04":
             raise ValueError("no local file header at the member's offset")
-        name_length, extra_length = struct.unpack("<HH", header[26:30])
-        file.seek(info.header_offset + 30 + name_length + extra_length)
-        version = np.lib.format.read_magic(file)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
-        else:
-            raise ValueError(f".npy format version {version} is not memory-mapped")
-        offset = file.tell()
-    if dtype.hasobject:
-        raise ValueError("arrays of Python objects cannot be memory-mapped")
-    order: Literal["C", "F"] = "F" if fortran_order else "C"
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_length + extra_length
+        file.seek(start)
+        header = _read_header(file, info.file_size, start=start)
+    return _memmap(path, header, start + header.offset)
 
 
 def _sample_count(path: Path, arrays: Mapping[str, Array]) -> int:

@@ -20,6 +20,7 @@ sample into an error, and a label set that matches none of the samples is always
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Literal
 
 from onnx_prune.data import IMAGENET_SYNSETS
 from onnx_prune.errors import InputDataError
+from onnx_prune.files import is_regular_file, open_regular
 
 _WORDNET_ID = re.compile(r"n\d{8}")
 
@@ -76,10 +78,15 @@ def load_labels(path: Path, *, synsets_file: Path | None = None) -> Labels:
     synsets = read_synsets(synsets_file or IMAGENET_SYNSETS)
     if path.is_dir():
         return _tree_labels(path, synsets)
-    if not path.is_file():
+    if not path.exists():
         raise InputDataError(
             f"label path {path} does not exist: give a CSV of name,class_index or a folder "
             "of WordNet-id subfolders"
+        )
+    if not is_regular_file(path):
+        raise InputDataError(
+            f"label path {path} is not a regular file (a pipe, device or socket): give a CSV "
+            "of name,class_index or a folder of WordNet-id subfolders"
         )
     return Labels(path, "csv", _read_csv(path, synsets))
 
@@ -172,7 +179,7 @@ def _synset_of(image: Path, root: Path) -> str | None:
 
 def _read_csv(path: Path, synsets: Mapping[str, int]) -> dict[str, int]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
+        with io.TextIOWrapper(open_regular(path), encoding="utf-8-sig", newline="") as file:
             rows = list(_data_rows(csv.reader(file)))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InputDataError(f"cannot read labels {path} ({error}): give a CSV text file") from None

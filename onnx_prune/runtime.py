@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import onnx
 
-from onnx_prune.errors import ProviderError, UnsupportedModelError
+from onnx_prune.errors import OutOfMemoryError, ProviderError, UnsupportedModelError
 from onnx_prune.load import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -323,9 +323,32 @@ class OrtSession:
         try:
             results = self._session.run(list(outputs), dict(feeds))
         except Exception as error:  # onnxruntime raises its own untyped exception classes
+            if _is_allocation_failure(error):
+                raise OutOfMemoryError(out_of_memory_advice(_batch_of(feeds))) from None
             raise UnsupportedModelError(f"onnxruntime failed: {_first_line(error)}") from None
         self._log_cpu_nodes()
         return [np.asarray(result) for result in results]
+
+
+def _is_allocation_failure(error: Exception) -> bool:
+    """MemoryError, or onnxruntime's "Failed to allocate memory" / std::bad_alloc."""
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or "failed to allocate" in text or "bad_alloc" in text
+
+
+def _batch_of(feeds: Mapping[str, np.ndarray]) -> int:
+    sizes = [array.shape[0] for array in feeds.values() if array.ndim]
+    return max(sizes, default=1)
+
+
+def out_of_memory_advice(batch_size: int | None) -> str:
+    """What to do when a batch of ``batch_size`` samples does not fit in memory."""
+    if batch_size is not None and batch_size > 1:
+        return (
+            f"out of memory running a batch of {batch_size} samples: lower --batch-size to "
+            f"{batch_size // 2} or less"
+        )
+    return "out of memory: the model needs more memory than this machine has free"
 
 
 def fixed_batch(specs: Sequence[TensorSpec]) -> int | None:

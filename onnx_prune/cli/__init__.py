@@ -179,15 +179,15 @@ def _run(argv: Sequence[str] | None) -> int:
         _silence_stdout()
         _print_error("standard output was closed before everything was written")
     except MemoryError:
-        _print_error(f"out of memory: {_memory_advice(args)}")
+        _print_error(_memory_advice(args))
     return 2
 
 
 def _memory_advice(args: argparse.Namespace) -> str:
+    from onnx_prune.runtime import out_of_memory_advice
+
     batch = getattr(args, "batch_size", None)
-    if isinstance(batch, int) and batch > 1:
-        return f"lower --batch-size to {batch // 2} or less (it is {batch})"
-    return "the model needs more memory than this machine has free"
+    return out_of_memory_advice(batch if isinstance(batch, int) else None)
 
 
 def _print_error(message: str, *, label: str = "error:") -> None:

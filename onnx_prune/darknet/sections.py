@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from onnx_prune.darknet.layers import ACTIVATIONS
 from onnx_prune.errors import ConversionError
+from onnx_prune.files import NotRegularFileError, open_regular
 
 _ALIASES = {
     "conv": "convolutional",
@@ -83,10 +84,15 @@ def read_sections(cfg_path: Path) -> list[Section]:
 
 
 def _read_cfg_text(cfg_path: Path) -> str:
-    if not cfg_path.is_file():
+    if not cfg_path.exists():
         raise ConversionError(f"{cfg_path}: no such Darknet cfg file: check the path")
     try:
-        return cfg_path.read_text(encoding="utf-8", errors="replace")
+        with open_regular(cfg_path) as file:
+            return file.read().decode("utf-8", errors="replace")
+    except NotRegularFileError:
+        raise ConversionError(
+            f"{cfg_path} is not a regular file (a folder, pipe or device): give the .cfg file"
+        ) from None
     except OSError as error:
         raise ConversionError(f"{cfg_path}: cannot read the cfg file: {error.strerror}") from None
 

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from onnx_prune.darknet.layers import ConnectedLayer, ConvolutionalLayer, DarknetNetwork, Layer
 from onnx_prune.errors import ConversionError
+from onnx_prune.files import NotRegularFileError, open_regular
 
 FloatArray = npt.NDArray[np.float32]
 LayerArrays = dict[str, FloatArray]
@@ -85,11 +86,16 @@ def all_blocks(network: DarknetNetwork) -> list[Block]:
 
 def _read_header(weights_path: Path) -> Header:
     try:
-        with weights_path.open("rb") as file:
+        with open_regular(weights_path) as file:
             raw = file.read(4 * _HEADER_INTS + 8)
     except FileNotFoundError:
         raise ConversionError(
             f"{weights_path}: no such Darknet weights file: check the path"
+        ) from None
+    except NotRegularFileError:
+        raise ConversionError(
+            f"{weights_path} is not a regular file (a folder, pipe or device): give the "
+            ".weights file"
         ) from None
     except OSError as error:
         raise ConversionError(
@@ -159,9 +165,25 @@ def read_weights(weights_path: Path, network: DarknetNetwork) -> tuple[Header, P
     offset = 0
     for block in all_blocks(network):
         values = np.array(floats[offset : offset + block.count], dtype=np.float32)
+        _check_values(weights_path, block, values)
         arrays.setdefault(block.layer.index, {})[block.name] = _shaped(block, values, header)
         offset += block.count
     return header, arrays
+
+
+def _check_values(weights_path: Path, block: Block, values: FloatArray) -> None:
+    """Refuse NaN or infinite weights, and a negative variance (its square root is NaN)."""
+    problem = None
+    if not np.isfinite(values).all():
+        problem = "NaN or infinite values"
+    elif block.name == "rolling_variance" and (values < 0).any():
+        problem = f"{int((values < 0).sum())} negative variances"
+    if problem is not None:
+        raise ConversionError(
+            f"{weights_path}: the {block.name} of {block.layer.name} (cfg line "
+            f"{block.layer.line}) hold {problem}: the weights file is damaged or not made for "
+            "this cfg"
+        )
 
 
 def _shaped(block: Block, values: FloatArray, header: Header) -> FloatArray:
