@@ -27,9 +27,8 @@ PIPE_WIDTH = 120  # tables written to a file or CI log: rich would otherwise ass
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from onnx_prune.runtime import Providers
-
     from onnx_prune.jsondoc import Document
+    from onnx_prune.runtime import Providers
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
