@@ -15,7 +15,7 @@ from onnx_prune.bandwidth import BandwidthReport, estimate_bandwidth
 from onnx_prune.calibrate import ActivationStats, collect_activation_stats
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.epsmap import EpsMap, check_eps_map
-from onnx_prune.errors import InputDataError
+from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.inputs import (
     Batch,
     SkippedInput,
@@ -110,6 +110,8 @@ def analyze_model(
     loaded = load_model(path)
     resolver = ConstantResolver(loaded)
     scan = find_compute_layers(loaded.model, resolver)
+    if not scan.layers:
+        raise UnsupportedModelError(f"{path}: {scan.no_layer_message()}")
     if eps_map is not None:
         check_eps_map(eps_map, (layer.ifm for layer in scan.layers), model=str(path))
     weights = count_zero_weights(loaded, eps=eps, scan=scan, resolver=resolver)
@@ -132,7 +134,13 @@ def analyze_model(
         activations=stats,
         summary=summarize(scan.layers, stats),
         bandwidth=estimate_bandwidth(
-            loaded.model, scan.layers, stats, weights, bits=bits, types=types
+            loaded.model,
+            scan.layers,
+            stats,
+            weights,
+            bits=bits,
+            types=types,
+            is_constant=resolver.is_constant,
         ),
         batch_size=feeds.batch_size,
         preset=None if calibration.tensors else calibration.preset,

@@ -4,7 +4,11 @@ Pure: it reads the graph, the weight scan and the calibration totals, and runs n
 figure is per sample (batch 1), per compute layer, then summed over the network.
 
 - **Bytes** of a layer: its weights (+ bias) at their stored dtype (a quantized int8 weight is one
-  byte per value), the IFM it loads and the OFM it writes at their graph dtype. With ``bits``
+  byte per value), the IFM it loads and the OFM it writes at the width the deployed kernel moves:
+  their graph dtype, except in quantized models, where a QDQ pair is one integer kernel (an IFM
+  written by ``DequantizeLinear`` is counted at the width of its integer input, an OFM read by
+  ``QuantizeLinear`` at the width of its integer output) and a ``QLinear*``/``QGemm``/
+  ``*Integer`` op reads and writes its IFM's integer width (int8/uint8: one byte). With ``bits``
   every tensor is counted at ``bits`` per value instead (``bits=16`` is the paper's accounting).
   A tensor occupies whole bytes: ``ceil(values × bits / 8)``, so byte counts are integers.
 - **Saved bytes**: the IFM bytes that dynamic pruning would not load, as an exact mean per sample
@@ -28,8 +32,9 @@ concatenation, ...) are listed in ``not_analysed``, never counted as zero.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -37,7 +42,10 @@ import onnx
 from onnx import TensorProto
 
 from onnx_prune.calibrate import ActivationStats, TensorStats
+from onnx_prune.constants import ConstantResolver
 from onnx_prune.layers import ComputeLayer, NotAnalysed, node_name
+from onnx_prune.load import LoadedModel
+from onnx_prune.quantization import SIGNATURES
 from onnx_prune.shapes import TensorType, infer_tensor_types
 from onnx_prune.weights import LayerWeights, TensorSparsity, WeightReport
 
@@ -49,17 +57,15 @@ GRANULARITIES: tuple[Granularity, ...] = ("channel", "tile", "element")
 ASSUMED_BITS = 32
 """The width assumed for a feature map whose dtype the graph does not declare (float32)."""
 
-_FC_OPS = frozenset({"Gemm", "MatMul", "QLinearMatMul"})
-_CONV_OPS = frozenset({"Conv", "QLinearConv"})
+_FC_OPS = frozenset({"Gemm", "MatMul", "QLinearMatMul", "QGemm", "MatMulInteger"})
+_CONV_OPS = frozenset({"Conv", "QLinearConv", "ConvInteger"})
 _FREE_OPS = frozenset(
     {
         "Constant", "ConstantOfShape", "Identity", "Shape", "Size", "Reshape", "Flatten",
-        "Squeeze", "Unsqueeze", "Dropout",
+        "Squeeze", "Unsqueeze", "Dropout", "QuantizeLinear", "DequantizeLinear",
     }
 )  # fmt: skip
-_NOT_FOLDABLE = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
-)
+"""Ops that move no data of their own: a QDQ pair is part of the integer kernel it wraps."""
 _BITS_BY_NAME = {
     "FLOAT": 32, "DOUBLE": 64, "FLOAT16": 16, "BFLOAT16": 16, "BOOL": 8,
     "INT8": 8, "UINT8": 8, "INT16": 16, "UINT16": 16, "INT32": 32, "UINT32": 32,
@@ -191,17 +197,20 @@ def estimate_bandwidth(
     *,
     bits: int | None = None,
     types: Mapping[str, TensorType] | None = None,
+    is_constant: Callable[[str], bool] | None = None,
 ) -> BandwidthReport:
     """Bytes, MACs and pruning savings of every compute layer of ``model``, per sample.
 
     ``bits`` counts every tensor at that many bits per value (16 reproduces the paper); None
-    counts each tensor at its own dtype.
+    counts each tensor at the width its deployed kernel moves (module docstring).
+    ``is_constant`` is the layer scan's answer to "is this tensor constant?" (the
+    ``ConstantResolver``'s); None: a resolver of ``model`` answers it.
     """
     if bits is not None and bits <= 0:
         raise ValueError(f"bits must be a positive number of bits per value, got {bits}")
     if stats.samples <= 0:
         raise ValueError("the activation statistics hold no sample: calibrate first")
-    widths = _Widths(types if types is not None else infer_tensor_types(model), bits)
+    widths = _Widths(types if types is not None else infer_tensor_types(model), bits, model.graph)
     scanned = {layer.name: layer for layer in weights.layers}
     loads = tuple(_layer_load(layer, stats, scanned.get(layer.name), widths) for layer in layers)
     complete = [load for load in loads if load.bytes.weights is not None]
@@ -214,7 +223,7 @@ def estimate_bandwidth(
         layers=loads,
         total=_total(complete, width),
         by_kind={kind: _total([c for c in complete if c.kind == kind], width) for kind in KINDS},
-        not_analysed=_not_analysed(model, layers, weights, loads),
+        not_analysed=_not_analysed(model, layers, weights, loads, is_constant),
         assumed_widths=widths.assumed(),
     )
 
@@ -222,10 +231,42 @@ def estimate_bandwidth(
 class _Widths:
     """Bits per value of each tensor: the graph's dtype, or ``bits`` for every tensor."""
 
-    def __init__(self, types: Mapping[str, TensorType], bits: int | None) -> None:
+    def __init__(
+        self, types: Mapping[str, TensorType], bits: int | None, graph: onnx.GraphProto
+    ) -> None:
         self._bits = bits
         self._types = _element_types(types) if bits is None else {}
         self._assumed: list[str] = []
+        self._producers = {output: node for node in graph.node for output in node.output}
+        self._consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in dict.fromkeys(node.input):
+                self._consumers.setdefault(name, []).append(node)
+
+    def ifm(self, layer: ComputeLayer) -> int:
+        """Bits per IFM value the layer's deployed kernel reads."""
+        if self._bits is not None:
+            return self._bits
+        producer = self._producers.get(layer.ifm)
+        if producer is not None and producer.op_type == "DequantizeLinear":
+            return self.feature_map(producer.input[0])  # a QDQ pair: the integer tensor moves
+        return self.feature_map(layer.ifm)
+
+    def ofm(self, layer: ComputeLayer) -> int:
+        """Bits per OFM value the layer's deployed kernel writes."""
+        if self._bits is not None:
+            return self._bits
+        if layer.op_type in SIGNATURES:
+            return self.ifm(layer)  # QLinear*/QGemm/*Integer: integer in, integer out
+        producer = self._producers.get(layer.ofm)
+        if producer is not None and producer.op_type == "DequantizeLinear":
+            return self.feature_map(producer.input[0])  # a QDQ pair: the integer map written
+        quantizers = [
+            node for node in self._consumers.get(layer.ofm, []) if node.op_type == "QuantizeLinear"
+        ]
+        if quantizers:
+            return self.feature_map(quantizers[0].output[0])
+        return self.feature_map(layer.ofm)
 
     def feature_map(self, tensor: str) -> int:
         """Bits per value of a feature map (float32 assumed, and recorded, when unknown)."""
@@ -266,7 +307,7 @@ def _layer_load(
 ) -> LayerLoad:
     ifm, ofm = stats.tensors[layer.ifm], stats.tensors[layer.ofm]
     samples = stats.samples
-    ifm_bits = widths.feature_map(layer.ifm)
+    ifm_bits = widths.ifm(layer)
     shape = scanned.weight.shape if scanned is not None else None
     macs = _macs(layer, shape, ifm.elements // samples, ofm.elements // samples)
     return LayerLoad(
@@ -279,7 +320,7 @@ def _layer_load(
         bytes=LoadBytes(
             weights=_weight_bytes(scanned, widths),
             ifm=_bytes(ifm.elements // samples, ifm_bits),
-            ofm=_bytes(ofm.elements // samples, widths.feature_map(layer.ofm)),
+            ofm=_bytes(ofm.elements // samples, widths.ofm(layer)),
         ),
         saved=_saved_bytes(ifm, ifm_bits, samples),
         macs_skipped_channel=_macs_skipped(macs, ifm),
@@ -369,6 +410,7 @@ def _not_analysed(
     layers: Sequence[ComputeLayer],
     weights: WeightReport,
     loads: Sequence[LayerLoad],
+    is_constant: Callable[[str], bool] | None,
 ) -> tuple[NotAnalysed, ...]:
     """Unresolved heavy ops and weights, then every other op that moves data, in graph order."""
     listed = list(weights.unresolved)
@@ -377,42 +419,31 @@ def _not_analysed(
         if load.bytes.weights is None and load.name not in names:
             listed.append(NotAnalysed(load.name, load.op_type, _NO_WEIGHT))
             names.add(load.name)
-    constants = _constant_tensors(model.graph)
-    covered = _covered_nodes(model.graph, layers, constants)
+    constant = is_constant or ConstantResolver(LoadedModel(Path(), model)).is_constant
+    covered = _covered_nodes(model.graph, layers, constant)
     for node in model.graph.node:
         name = node_name(node)
         if name in names or name in covered or node.op_type in _FREE_OPS:
             continue
-        if all(output in constants for output in node.output):
+        if all(constant(output) for output in node.output if output):
             continue
         listed.append(NotAnalysed(name, node.op_type, _NOT_COMPUTE))
     return tuple(listed)
 
 
-def _constant_tensors(graph: onnx.GraphProto) -> set[str]:
-    """Initializers and the outputs of nodes fed only by constants (graph order is topological)."""
-    constants = {tensor.name for tensor in graph.initializer}
-    for node in graph.node:
-        if node.op_type in _NOT_FOLDABLE:
-            continue
-        if all(name in constants for name in node.input if name):
-            constants.update(name for name in node.output if name)
-    return constants
-
-
 def _covered_nodes(
-    graph: onnx.GraphProto, layers: Sequence[ComputeLayer], constants: set[str]
+    graph: onnx.GraphProto, layers: Sequence[ComputeLayer], constant: Callable[[str], bool]
 ) -> set[str]:
     """The names of the compute nodes and of the activation chains that follow them."""
     producers = {output: node for node in graph.node for output in node.output}
     covered = {layer.name for layer in layers}
     for layer in layers:
-        covered.update(_chain_nodes(layer, producers, constants))
+        covered.update(_chain_nodes(layer, producers, constant))
     return covered
 
 
 def _chain_nodes(
-    layer: ComputeLayer, producers: Mapping[str, onnx.NodeProto], constants: set[str]
+    layer: ComputeLayer, producers: Mapping[str, onnx.NodeProto], constant: Callable[[str], bool]
 ) -> set[str]:
     """The nodes between a layer's raw output and its OFM (their other inputs are constants)."""
     found: set[str] = set()
@@ -420,7 +451,7 @@ def _chain_nodes(
     seen: set[str] = set()
     while pending:
         tensor = pending.pop()
-        if tensor == layer.output or tensor in seen or tensor in constants:
+        if tensor == layer.output or tensor in seen or constant(tensor):
             continue
         seen.add(tensor)
         node = producers.get(tensor)

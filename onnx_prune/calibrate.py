@@ -147,14 +147,21 @@ def _run_batch(
 ) -> list[np.ndarray]:
     """Run one batch, whole or (for models that fix their batch inside) one sample at a time."""
     size = len(next(iter(feeds.values())))
+    if not outputs:
+        return []  # session.run([]) would return every output of the model
 
     def one_by_one() -> list[np.ndarray]:
         rows = [
             session.run(outputs, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(size)
         ]
-        return [np.concatenate(parts) for parts in zip(*rows, strict=True)]
+        return [_join(parts) for parts in zip(*rows, strict=True)]
 
     return splitter.run(size, lambda: session.run(outputs, feeds), one_by_one)
+
+
+def _join(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """One output of a batch run one sample at a time (scalars, e.g. run-time scales, stacked)."""
+    return np.stack(parts) if parts[0].ndim == 0 else np.concatenate(parts)
 
 
 def _uses(layers: Sequence[ComputeLayer]) -> tuple[dict[str, int], dict[str, int]]:
@@ -177,7 +184,35 @@ def _count_probe(
     if probe.kind == "plane":
         counts = [results[name] for name in probe.counts]
         return _count_planes(probe, results[probe.tile_max], counts, eps, tile)
-    return _count_values(probe, results[probe.tile_max], eps, tile, samples)
+    parameters = _this_batch(probe, results, samples)
+    return _count_values(probe, results[probe.tile_max], eps, tile, samples, parameters)
+
+
+def _this_batch(
+    probe: Probe, results: dict[str, np.ndarray], samples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scale and zero point of ``probe``'s map for this batch: constants, or the values its
+    quantizer computed at run time (one per batch, or one per sample when run one by one)."""
+    return (
+        _parameter(results, probe.scale_output, probe.scale, samples),
+        _parameter(results, probe.zero_point_output, probe.zero_point, samples),
+    )
+
+
+def _parameter(
+    results: dict[str, np.ndarray], name: str | None, default: float, samples: int
+) -> np.ndarray:
+    if name is None:
+        return np.asarray(default, np.float64)
+    values = np.asarray(results[name], np.float64).reshape(-1)
+    if values.size == 1:
+        return values.reshape(())
+    if values.size != samples:
+        raise UnsupportedModelError(
+            f"the run-time quantization parameter '{name}' has {values.size} values for "
+            f"{samples} samples: only per-tensor quantized feature maps can be counted"
+        )
+    return values
 
 
 def _count_planes(
@@ -250,18 +285,26 @@ def _tile_sizes(height: int, width: int, tile: tuple[int, int]) -> np.ndarray:
 
 
 def _count_values(
-    probe: Probe, values: np.ndarray, eps: np.ndarray, tile: tuple[int, int], samples: int
+    probe: Probe,
+    values: np.ndarray,
+    eps: np.ndarray,
+    tile: tuple[int, int],
+    samples: int,
+    parameters: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> _BatchCounts:
     """Counts on the host for a tensor that left the session whole.
 
-    Rank-4 maps get tile counts too; for other ranks a tile is a whole channel.
+    Rank-4 maps get tile counts too; for other ranks a tile is a whole channel. ``parameters``
+    (scale, zero point; scalars or one per sample) dequantize an integer map.
     """
     if values.ndim < 2 or values.shape[0] != samples:
         raise UnsupportedModelError(
             f"feature map '{probe.tensor}' has shape {list(values.shape)}: its first axis is not "
             f"the batch of {samples} samples (e.g. a Gemm with transA=1), so it cannot be counted"
         )
-    magnitude, bounds = _magnitude(probe, values, eps)
+    if parameters is None:
+        parameters = (np.asarray(probe.scale), np.asarray(probe.zero_point))
+    magnitude, bounds = _magnitude(values, eps, parameters)
     planes = magnitude.reshape(samples, values.shape[1], -1)
     channels, plane = planes.shape[1], planes.shape[2]
     zeros = np.stack([np.count_nonzero(planes <= b, axis=(1, 2)) for b in bounds], axis=1)
@@ -287,13 +330,17 @@ def _count_values(
     )
 
 
-def _magnitude(probe: Probe, values: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _magnitude(
+    values: np.ndarray, eps: np.ndarray, parameters: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """|x| and the ε bounds to compare it with, in float32 (float64 for float64 maps).
 
-    A quantized (integer) map is dequantized first, so its zero is its zero point.
+    A quantized (integer) map is dequantized first, so its zero is its zero point: exactly zero
+    where ``q`` equals it.
     """
     if values.dtype.kind in "iu":
-        real = (values.astype(np.float64) - probe.zero_point) * probe.scale
+        scale, zero_point = (p.reshape(p.shape + (1,) * (values.ndim - 1)) for p in parameters)
+        real = (values.astype(np.float64) - zero_point) * scale
         return np.abs(real).astype(np.float32), eps
     if values.dtype == np.float64:
         return np.abs(values), eps.astype(np.float64)

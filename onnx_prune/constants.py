@@ -3,9 +3,10 @@
 Weights do not always sit in ``graph.initializer``: paddle2onnx stores them in ``Constant`` nodes,
 and onnx's own test models compute them with ``ConstantOfShape``. A tensor is constant when it is
 an initializer, a ``Constant`` output, or the output of a deterministic node whose inputs are all
-constant. Such subgraphs are evaluated with onnx's reference evaluator on just the nodes they need
-(the rest of the model is never rewritten or renamed); onnx-simplifier is the fallback for ops the
-reference evaluator lacks.
+constant. ``DequantizeLinear`` of constants (QDQ weights and biases) is computed here, at any
+opset it exists at (onnx's reference evaluator has none below opset 19). Other subgraphs are
+evaluated with onnx's reference evaluator on just the nodes they need (the rest of the model is
+never rewritten or renamed); onnx-simplifier is the fallback for ops the reference evaluator lacks.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnx_prune.load import LoadedModel, tensor_to_array
+from onnx_prune.quantization import dequantize, input_at
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,34 @@ class ConstantResolver:
         stored = _attribute(node, "value") if node.op_type == "Constant" else None
         if stored is not None:
             return tensor_to_array(self._loaded, stored)
+        if node.op_type == "DequantizeLinear" and node.output[0] == name:
+            return self._dequantize(node)
         return self._fold(name)
+
+    def _dequantize(self, node: onnx.NodeProto) -> np.ndarray:
+        """``DequantizeLinear`` of constants, computed directly (see the module docstring)."""
+        scale_name, zero_name = input_at(node, 1), input_at(node, 2)
+        try:
+            return dequantize(
+                self.value(node.input[0]),
+                self.value(scale_name) if scale_name else None,
+                self.value(zero_name) if zero_name else None,
+                axis=_int_attribute(node, "axis", 1),
+                block_size=_int_attribute(node, "block_size", 0),
+            )
+        except ValueError as error:
+            raise ConstantFoldingError(
+                f"'{node.output[0]}' cannot be dequantized: {error}"
+            ) from None
+
+    def values_if_constant(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` when it is a constant that can be read, else None."""
+        if not name or not self.is_constant(name):
+            return None
+        try:
+            return self.value(name)
+        except ConstantFoldingError:
+            return None
 
     def _fold(self, name: str) -> np.ndarray:
         model = self._subgraph_model(name)
@@ -122,6 +151,13 @@ def _attribute(node: onnx.NodeProto, name: str) -> onnx.TensorProto | None:
             tensor: onnx.TensorProto = attribute.t
             return tensor
     return None
+
+
+def _int_attribute(node: onnx.NodeProto, name: str, default: int) -> int:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return int(attribute.i)
+    return default
 
 
 def _fold_with_onnxsim(model: onnx.ModelProto, name: str, cause: Exception) -> np.ndarray:

@@ -19,6 +19,7 @@ from onnx_prune.bandwidth import (
     LoadTotal,
     SavedBytes,
 )
+from onnx_prune.layers import NotAnalysed
 from onnx_prune.weights import LayerWeights, SparsityTotal, TensorSparsity, WeightReport
 
 if TYPE_CHECKING:
@@ -44,15 +45,25 @@ def weights_document(report: WeightReport) -> Document:
                 "op_type": layer.op_type,
                 "weight": tensor_document(layer.weight),
                 "bias": tensor_document(layer.bias) if layer.bias else None,
+                **_bias_unresolved(layer),
             }
             for layer in report.layers
         ],
         "totals": _totals_document(report),
-        "unresolved": [
-            {"name": item.name, "op_type": item.op_type, "reason": item.reason}
-            for item in report.unresolved
-        ],
+        "unresolved": [_not_analysed_document(item) for item in report.unresolved],
+        "coverage": {"layers": report.coverage.layers, "of": report.coverage.of},
     }
+
+
+def _bias_unresolved(layer: LayerWeights) -> Document:
+    return {"bias_unresolved": layer.bias_unresolved} if layer.bias_unresolved else {}
+
+
+def _not_analysed_document(item: NotAnalysed) -> Document:
+    document: Document = {"name": item.name, "op_type": item.op_type, "reason": item.reason}
+    if item.weight_share is not None:
+        document["weight_share"] = item.weight_share
+    return document
 
 
 def tensor_document(tensor: TensorSparsity) -> Document:
@@ -116,6 +127,7 @@ def analysis_document(analysis: Analysis) -> Document:
             "op_type": layer.op_type,
             "weight": _weight_document(weights.get(layer.name)),
             "bias": _bias_document(weights.get(layer.name)),
+            **(_bias_unresolved(weights[layer.name]) if layer.name in weights else {}),
             "ifm": feature_map_document(stats[layer.ifm]),
             "ofm": feature_map_document(stats[layer.ofm]),
             **bandwidth_layer_document(loads[layer.name]),
@@ -212,10 +224,7 @@ def bandwidth_totals_document(report: BandwidthReport) -> Document:
         "tile": list(report.tile),
         "total": _total_document(report.total),
         "by_kind": {kind: _total_document(total) for kind, total in report.by_kind.items()},
-        "not_analysed": [
-            {"name": item.name, "op_type": item.op_type, "reason": item.reason}
-            for item in report.not_analysed
-        ],
+        "not_analysed": [_not_analysed_document(item) for item in report.not_analysed],
         "assumed_widths": list(report.assumed_widths),
     }
 

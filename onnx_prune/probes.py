@@ -16,8 +16,11 @@ Only small tensors leave the session. For a 4-D feature map ``x`` [N, C, H, W] o
   in float32 up to 2^24 values; planes larger than 2^22 fall back to the generic probe. Values
   below 2^-127 in magnitude (float32 subnormals) may count as zero.
 
-Other tensors (rank 2, unknown dims) get the generic probe: the tensor itself is an output and
-the host counts it with numpy. Every node is valid at the model's own opset (7 and up).
+Other tensors (rank 2, unknown dims, integer maps) get the generic probe: the tensor itself is an
+output, declared with its real element type, and the host counts it with numpy. An integer
+(quantized) map is zero where it equals its zero point, and ε applies to its dequantized value;
+a scale and zero point computed at run time (``DynamicQuantizeLinear``) are outputs too, read per
+batch. Every node is valid at the model's own opset (7 and up).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.layers import ComputeLayer
 from onnx_prune.load import default_opset
+from onnx_prune.quantization import FeatureMapQuantization, feature_map_quantization
 from onnx_prune.shapes import UNKNOWN, TensorType, infer_tensor_types
 
 PREFIX = "onnx_prune_probe"
@@ -55,7 +59,9 @@ class Probe:
     """The outputs that measure one tensor.
 
     ``kind`` is ``"plane"`` (tile maxima + per-ε counts computed in the graph) or ``"tensor"``
-    (the tensor itself is an output, counted on the host).
+    (the tensor itself is an output, counted on the host). An integer map dequantizes with
+    ``scale`` and ``zero_point``, or with the outputs ``scale_output``/``zero_point_output`` when
+    they are computed at run time.
     """
 
     tensor: str
@@ -65,6 +71,8 @@ class Probe:
     counts: tuple[str, ...] = ()
     scale: float = 1.0
     zero_point: float = 0.0
+    scale_output: str | None = None
+    zero_point_output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,14 @@ class ProbeManifest:
     probes: tuple[Probe, ...]
 
     def outputs(self) -> list[str]:
-        """Every probe output, in a fixed order."""
-        return [name for probe in self.probes for name in (probe.tile_max, *probe.counts)]
+        """Every probe output, once each, in a fixed order."""
+        names = [
+            name
+            for probe in self.probes
+            for name in (probe.tile_max, *probe.counts, probe.scale_output, probe.zero_point_output)
+            if name
+        ]
+        return list(dict.fromkeys(names))
 
     def probe(self, tensor: str) -> Probe:
         """The probe of ``tensor``."""
@@ -117,51 +131,60 @@ def add_probes(
     types = types if types is not None else infer_tensor_types(model)
     builder = _Builder(probed, opset, tuple(float(e) for e in eps))
     nonnegative = _NonNegative(probed.graph)
-    quantization = _quantization(probed.graph)
-    probes = [
-        builder.add(tensor, types.get(tensor, UNKNOWN), tile, nonnegative(tensor))
-        for tensor in probed_tensors(layers)
-    ]
-    probes = [_with_quantization(probe, quantization) for probe in probes]
+    quantization = _Quantization(model.graph)
+    probes = []
+    for tensor in probed_tensors(layers):
+        known = types.get(tensor, UNKNOWN)
+        probe = builder.add(tensor, known, tile, nonnegative(tensor))
+        if _is_integer(known.elem_type):
+            probe = builder.dequantized(probe, quantization(tensor))
+        probes.append(probe)
     builder.finish()
     return ProbedModel(probed, ProbeManifest(builder.eps, tile, tuple(probes)))
 
 
-def _with_quantization(probe: Probe, quantization: dict[str, tuple[float, float]]) -> Probe:
-    if probe.tensor not in quantization:
-        return probe
-    scale, zero_point = quantization[probe.tensor]
-    return replace(probe, scale=scale, zero_point=zero_point)
+_INTEGER_TYPES = frozenset(
+    {
+        TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
+        TensorProto.INT32, TensorProto.UINT32,
+    }
+    | {getattr(TensorProto, name) for name in ("INT4", "UINT4") if hasattr(TensorProto, name)}
+)  # fmt: skip
 
 
-# (op, tensor position: "input" 0 or "output" 0, index of its scale input, of its zero point)
-_QUANTIZED_TENSORS = (
-    ("QLinearConv", "input", 1, 2),
-    ("QLinearConv", "output", 6, 7),
-    ("QLinearMatMul", "input", 1, 2),
-    ("QLinearMatMul", "output", 6, 7),
-    ("QuantizeLinear", "output", 1, 2),
-    ("DequantizeLinear", "input", 1, 2),
-)
+def _is_integer(elem_type: int) -> bool:
+    return elem_type in _INTEGER_TYPES
 
 
-def _quantization(graph: onnx.GraphProto) -> dict[str, tuple[float, float]]:
-    """Scale and zero point of the integer feature maps that quantized ops read or write."""
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer if _is_scalar(t)}
-    found: dict[str, tuple[float, float]] = {}
-    for node in graph.node:
-        for op_type, where, scale_index, zero_index in _QUANTIZED_TENSORS:
-            inputs = list(node.input) + [""] * 8
-            if node.op_type != op_type or inputs[scale_index] not in constants:
-                continue
-            tensor = node.input[0] if where == "input" else node.output[0]
-            zero_point = constants.get(inputs[zero_index], np.zeros(()))
-            found[tensor] = (float(constants[inputs[scale_index]]), float(zero_point))
-    return found
+class _Quantization:
+    """The scale and zero point of integer feature maps, from the quantized ops around them."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self._producers = {output: node for node in graph.node for output in node.output}
+        self._consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in dict.fromkeys(node.input):
+                self._consumers.setdefault(name, []).append(node)
+        self._constants = {t.name: t for t in graph.initializer}
+        for node in graph.node:
+            value = _constant_attribute(node) if node.op_type == "Constant" else None
+            if value is not None and node.output:
+                self._constants[node.output[0]] = value
+
+    def __call__(self, tensor: str) -> FeatureMapQuantization | None:
+        return feature_map_quantization(tensor, self._producers, self._consumers, self._value)
+
+    def _value(self, name: str) -> np.ndarray | None:
+        stored = self._constants.get(name)
+        return None if stored is None else numpy_helper.to_array(stored)
 
 
-def _is_scalar(tensor: TensorProto) -> bool:
-    return int(np.prod(tensor.dims)) == 1 if len(tensor.dims) else True
+def _constant_attribute(node: onnx.NodeProto) -> TensorProto | None:
+    for attribute in node.attribute:
+        if attribute.name == "value" and attribute.type == onnx.AttributeProto.TENSOR:
+            value: TensorProto = attribute.t
+            return value
+    return None
 
 
 def _attribute_text(node: onnx.NodeProto, name: str) -> str:
@@ -236,11 +259,30 @@ class _Builder:
                 return self._plane_probe(tensor, base, (channels, height, width), tile, nonnegative)
         return self._tensor_probe(tensor, base, known)
 
+    def dequantized(self, probe: Probe, found: FeatureMapQuantization | None) -> Probe:
+        """``probe`` of an integer map with its scale and zero point (run-time ones as outputs).
+
+        Without a known zero point, the integer 0 is zero and the scale is 1.
+        """
+        if found is None:
+            return probe
+        probe = replace(probe, scale=found.scale, zero_point=found.zero_point)
+        base = probe.tile_max.removesuffix("_values")
+        if found.scale_tensor:
+            output = self._node("Identity", [found.scale_tensor], f"{base}_scale")
+            self._output(output, None)
+            probe = replace(probe, scale_output=output)
+        if found.zero_point_tensor:
+            output = self._node("Identity", [found.zero_point_tensor], f"{base}_zero_point")
+            self._output(output, None, TensorProto.UINT8)
+            probe = replace(probe, zero_point_output=output)
+        return probe
+
     def _tensor_probe(self, tensor: str, base: str, known: TensorType) -> Probe:
         output = f"{base}_values"
         self.nodes.append(helper.make_node("Identity", [tensor], [output], name=output))
         rank = len(known.shape) if known.shape is not None else None
-        self._output(output, rank, known.elem_type or TensorProto.FLOAT)
+        self._output(output, rank, known.elem_type)
         dims = tuple(d or 0 for d in (known.shape or ()))
         return Probe(tensor=tensor, kind="tensor", shape=dims, tile_max=output)
 
@@ -313,6 +355,11 @@ class _Builder:
         return name
 
     def _output(self, name: str, rank: int | None, elem_type: int = TensorProto.FLOAT) -> None:
+        """Declare an output; one of unknown element type is left untyped for onnxruntime to
+        infer (declaring a guess would make the probed model invalid when it is wrong)."""
+        if elem_type == TensorProto.UNDEFINED:
+            self.outputs.append(helper.make_empty_tensor_value_info(name))
+            return
         shape = None if rank is None else [None] * rank
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto
 
+from onnx_prune.quantization import integer_output_types
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,6 +33,8 @@ def infer_tensor_types(model: onnx.ModelProto) -> dict[str, TensorType]:
     """Types of the inputs, outputs, initializers and every tensor inference can determine.
 
     Shape inference rejects some valid models; then only what the graph declares is known.
+    Outputs of quantized ops that inference leaves untyped (often those that only com.microsoft
+    ops read) take their element type from the op that writes them.
     """
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -47,4 +51,14 @@ def infer_tensor_types(model: onnx.ModelProto) -> dict[str, TensorType]:
             types[value.name] = TensorType(int(tensor_type.elem_type), shape)
     for tensor in model.graph.initializer:
         types[tensor.name] = TensorType(int(tensor.data_type), tuple(int(d) for d in tensor.dims))
+    return _with_integer_types(model.graph, types)
+
+
+def _with_integer_types(
+    graph: onnx.GraphProto, types: dict[str, TensorType]
+) -> dict[str, TensorType]:
+    known = {name: found.elem_type for name, found in types.items()}
+    initializers = {tensor.name: int(tensor.data_type) for tensor in graph.initializer}
+    for name, elem_type in integer_output_types(graph, known, initializers).items():
+        types[name] = TensorType(elem_type, types[name].shape if name in types else None)
     return types

@@ -15,6 +15,7 @@ import numpy as np
 from onnx_prune.constants import ConstantFoldingError, ConstantResolver
 from onnx_prune.layers import ComputeLayer, LayerScan, NotAnalysed, WeightRef, find_compute_layers
 from onnx_prune.load import LoadedModel, is_random_weights
+from onnx_prune.quantization import dequantize
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,27 @@ class TensorSparsity:
 
 @dataclass(frozen=True)
 class LayerWeights:
-    """The weight and bias sparsity of one compute layer."""
+    """The weight and bias sparsity of one compute layer; ``bias_unresolved`` says why a bias
+    the layer has could not be read (the weight is still counted)."""
 
     name: str
     op_type: str
     weight: TensorSparsity
     bias: TensorSparsity | None
+    bias_unresolved: str | None = None
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many compute-like ops were analysed (``layers``) of all found (``of``)."""
+
+    layers: int
+    of: int
+
+    @property
+    def complete(self) -> bool:
+        """True when every compute-like op was analysed."""
+        return self.layers == self.of
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,11 @@ class WeightReport:
         """The op types present, in first-seen order."""
         return list(dict.fromkeys(layer.op_type for layer in self.layers))
 
+    @property
+    def coverage(self) -> Coverage:
+        """Layers whose weights were scanned, of every compute-like op found."""
+        return Coverage(len(self.layers), len(self.layers) + len(self.unresolved))
+
 
 def count_zero_weights(
     loaded: LoadedModel,
@@ -111,9 +132,15 @@ def _scan_layer(
     layer: ComputeLayer, resolver: ConstantResolver, eps: tuple[float, ...]
 ) -> LayerWeights:
     weight = _scan_weight(layer.weight, layer, resolver, eps)
-    bias = None
-    if layer.bias and resolver.is_constant(layer.bias):
+    if not layer.bias:
+        return LayerWeights(layer.name, layer.op_type, weight, None)
+    if not resolver.is_constant(layer.bias):
+        reason = f"bias '{layer.bias}' is computed at run time"
+        return LayerWeights(layer.name, layer.op_type, weight, None, reason)
+    try:
         bias = _tensor_sparsity(layer.bias, resolver.value(layer.bias), eps)
+    except ConstantFoldingError as error:
+        return LayerWeights(layer.name, layer.op_type, weight, None, str(error))
     return LayerWeights(layer.name, layer.op_type, weight, bias)
 
 
@@ -122,7 +149,7 @@ def _scan_weight(
 ) -> TensorSparsity:
     values = resolver.value(ref.tensor)
     stored_dtype = str(values.dtype)
-    quantized = ref.zero_point is not None or values.dtype.kind in "iu"
+    quantized = ref.zero_point is not None or ref.scale is not None or values.dtype.kind in "iuV"
     if quantized:
         values = _dequantize(values, ref, resolver)
     nonzero = values != 0
@@ -143,28 +170,12 @@ def _scan_weight(
 
 def _dequantize(values: np.ndarray, ref: WeightRef, resolver: ConstantResolver) -> np.ndarray:
     """``(q − zero_point) × scale``: exactly zero where ``q`` equals its zero point."""
-    zero_point = _per_axis(resolver, ref.zero_point, values.ndim, ref.axis, np.int32, 0)
-    scale = _per_axis(resolver, ref.scale, values.ndim, ref.axis, np.float32, 1)
-    dequantized: np.ndarray = (values.astype(np.int32) - zero_point).astype(np.float32) * scale
-    return dequantized
-
-
-def _per_axis(
-    resolver: ConstantResolver,
-    name: str | None,
-    ndim: int,
-    axis: int,
-    dtype: type[np.generic],
-    default: int,
-) -> np.ndarray:
-    if name is None:
-        return np.asarray(default, dtype=dtype)
-    values = np.asarray(resolver.value(name)).astype(dtype)
-    if values.ndim == 1 and values.size > 1 and ndim > 1:
-        shape = [1] * ndim
-        shape[axis % ndim] = values.size
-        return values.reshape(shape)
-    return values
+    zero_point = resolver.value(ref.zero_point) if ref.zero_point else None
+    scale = resolver.value(ref.scale) if ref.scale else None
+    try:
+        return dequantize(values, scale, zero_point, axis=ref.axis)
+    except ValueError as error:
+        raise ConstantFoldingError(f"'{ref.tensor}' cannot be dequantized: {error}") from None
 
 
 def _tensor_sparsity(

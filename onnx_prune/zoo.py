@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -38,7 +39,7 @@ from onnx_prune.runtime import (
     open_session,
 )
 
-Status = Literal["ok", "new", "failed", "regression", "missing"]
+Status = Literal["ok", "partial", "new", "failed", "regression", "missing"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class ModelResult:
     error: str | None = None
     traceback: str | None = None
     seconds: float = 0.0
+    partial: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -121,15 +123,17 @@ class ZooOutcome:
     providers: Providers = CPU_ONLY
 
     def status(self, result: ModelResult) -> Status:
-        """ok, failed, regression, or new (analysed but absent from the baseline)."""
+        """ok, partial (analysed, but some compute-like ops were not: ``result.partial`` says
+        which), failed, regression, or new (analysed but absent from the baseline)."""
         comparison = self.comparison
+        whole: Status = "ok" if result.partial is None else "partial"
         if not result.ok:
             return "failed"
         if comparison is None:
-            return "ok"
+            return whole
         if any(change.model == result.model.key for change in comparison.regressions):
             return "regression"
-        return "new" if result.model.key in comparison.new else "ok"
+        return "new" if result.model.key in comparison.new else whole
 
     @property
     def failed(self) -> tuple[ModelResult, ...]:
@@ -291,7 +295,18 @@ def analyze_zoo_model(job: ZooJob) -> ModelResult:
         figures=model_figures(analysis),
         document=analysis_document(analysis),
         seconds=_since(started),
+        partial=partial_reason(analysis),
     )
+
+
+def partial_reason(analysis: Analysis) -> str | None:
+    """Why an analysis is partial (some compute-like ops not analysed), or None when complete."""
+    coverage = analysis.weights.coverage
+    if coverage.complete:
+        return None
+    left_out = Counter(item.op_type for item in analysis.weights.unresolved)
+    listed = ", ".join(f"{op_type} ×{count}" for op_type, count in left_out.items())
+    return f"{coverage.layers} of {coverage.of} compute-like ops analysed; not analysed: {listed}"
 
 
 def _since(started: float) -> float:
@@ -377,7 +392,7 @@ def _model_document(outcome: ZooOutcome, result: ModelResult) -> Document:
         "model": result.model.key,
         "path": str(result.model.path),
         "status": outcome.status(result),
-        "reason": result.error,
+        "reason": result.error or result.partial,
         "seconds": round(result.seconds, 3),
         "figures": model_baseline(figures, outcome.eps) if figures is not None else None,
         "random_weights": figures.random_weights if figures is not None else None,
@@ -392,7 +407,7 @@ def _counts_document(outcome: ZooOutcome) -> Document:
     statuses = [outcome.status(result) for result in outcome.results]
     missing = outcome.comparison.missing if outcome.comparison is not None else ()
     counts: Document = {"models": len(statuses), "missing": len(missing)}
-    counts.update({status: statuses.count(status) for status in ("ok", "new", "failed")})
+    counts.update({status: statuses.count(status) for status in ("ok", "partial", "new", "failed")})
     counts["regression"] = statuses.count("regression")
     counts["passed"] = outcome.passed
     return counts

@@ -349,6 +349,7 @@ def test_json_holds_every_analysis_and_the_comparison(
     assert document["summary"] == {
         "models": 2,
         "ok": 1,
+        "partial": 0,
         "new": 0,
         "failed": 0,
         "regression": 1,

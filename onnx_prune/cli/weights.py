@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from onnx_prune.cli import model_argument, model_inputs, parse_eps, resolve_model, write_json
+from onnx_prune.constants import ConstantResolver
 from onnx_prune.files import check_outputs
 from onnx_prune.jsondoc import weights_document
+from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import load_model
 from onnx_prune.report.weights import format_weights
 from onnx_prune.weights import count_zero_weights
@@ -23,9 +25,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
     model = resolve_model(args.model)
     check_outputs([("--json", args.json)], lambda: model_inputs(model))
     loaded = load_model(model)
-    report = count_zero_weights(loaded, eps=args.eps)
+    resolver = ConstantResolver(loaded)
+    scan = find_compute_layers(loaded.model, resolver)
+    report = count_zero_weights(loaded, eps=args.eps, scan=scan, resolver=resolver)
     if args.json != "-":
-        console.print(format_weights(report))
+        if scan.layers:
+            console.print(format_weights(report))
+        else:
+            console.print(f"{loaded.path}: {scan.no_layer_message()}", style="yellow")
+            if report.unresolved:
+                console.print(format_weights(report))
     if args.json:
         write_json(weights_document(report), args.json)
     return 0

@@ -12,6 +12,7 @@ from rich.text import Text
 from onnx_prune.analysis import Analysis
 from onnx_prune.report import eps_label, format_random_banner, format_shape, percent, plain_table
 from onnx_prune.report.bandwidth import format_bandwidth
+from onnx_prune.report.weights import format_coverage, format_unresolved_biases
 from onnx_prune.summary import MapSummary
 
 MAX_SAMPLE_ROWS = 10
@@ -36,6 +37,8 @@ def format_analysis(analysis: Analysis) -> RenderableType:
     parts.append(format_summary(analysis))
     parts.append(format_samples(analysis))
     parts.append(format_bandwidth(analysis.bandwidth))
+    parts.append(format_unresolved_biases(analysis.weights))
+    parts.append(format_coverage(analysis.weights.coverage))
     parts.append(format_paper_comparison(analysis))
     return Group(*[part for part in parts if not (isinstance(part, Text) and not part.plain)])
 

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
+from onnx_prune.layers import NotAnalysed
 from onnx_prune.report import eps_label, format_random_banner, format_shape, percent, plain_table
-from onnx_prune.weights import SparsityTotal, TensorSparsity, WeightReport
+from onnx_prune.weights import Coverage, SparsityTotal, TensorSparsity, WeightReport
 
 
 def format_weights(report: WeightReport) -> RenderableType:
@@ -20,7 +22,41 @@ def format_weights(report: WeightReport) -> RenderableType:
     parts.append(_totals_table(report))
     if report.unresolved:
         parts.append(_unresolved_table(report))
+    biases = format_unresolved_biases(report)
+    if biases.plain:
+        parts.append(biases)
+    coverage = format_coverage(report.coverage)
+    if coverage.plain:
+        parts.append(coverage)
     return Group(*parts)
+
+
+def format_coverage(coverage: Coverage) -> Text:
+    """One warning line when some compute-like ops were not analysed (empty when all were)."""
+    if coverage.complete:
+        return Text("")
+    return Text(
+        f"PARTIAL: {coverage.layers} of {coverage.of} compute-like ops analysed; the others are "
+        "listed as not analysed and are in no figure",
+        style="bold yellow",
+    )
+
+
+def format_unresolved_biases(report: WeightReport) -> Text:
+    """Layers whose bias could not be read (their weights are counted), one line each."""
+    lines = [
+        f"bias of {layer.name} not read (its weight is counted): {layer.bias_unresolved}"
+        for layer in report.layers
+        if layer.bias_unresolved
+    ]
+    return Text("\n".join(lines), style="yellow")
+
+
+def describe_not_analysed(item: NotAnalysed) -> str:
+    """The reason an op is not analysed, with its share of the model's weights when known."""
+    if item.weight_share is None:
+        return item.reason
+    return f"{item.reason} ({item.weight_share:.1%} of the model's weight values)"
 
 
 def _weights_table(report: WeightReport) -> Table:
@@ -87,5 +123,5 @@ def _unresolved_table(report: WeightReport) -> Table:
     table.add_column("op")
     table.add_column("reason", overflow="fold")
     for item in report.unresolved:
-        table.add_row(item.name, item.op_type, item.reason)
+        table.add_row(item.name, item.op_type, describe_not_analysed(item))
     return table

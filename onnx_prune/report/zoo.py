@@ -88,6 +88,8 @@ def format_zoo_markdown(outcome: ZooOutcome) -> str:
 def format_model_done(result: ModelResult, done: int, total: int) -> Text:
     """One line as a model finishes: its place, status, key and time or reason."""
     prefix = f"[{done:>{len(str(total))}}/{total}] "
+    if result.ok and result.partial:
+        return Text(f"{prefix}partial {result.model.key}: {result.partial}", style="yellow")
     if result.ok:
         return Text(f"{prefix}ok      {result.model.key}  {result.seconds:.1f} s")
     return Text(f"{prefix}failed  {result.model.key}: {result.error}", style="red")
@@ -111,6 +113,8 @@ def _table(outcome: ZooOutcome) -> Table:
 def _model_cell(row: _Row) -> Text:
     cell = Text(row.key, style="bold")
     cell.append(f"\n{row.status}", style="bold red" if row.failing else "green")
+    if row.figures and row.reason:
+        cell.append(f": {row.reason}", style="yellow")
     if row.figures:
         facts = f"opset {row.opset} · {row.layers} layers\nweights {row.weight_zero}% zero"
         share = row.load_share + ("%" if row.load_share != "-" else "")
@@ -141,6 +145,7 @@ def _row(outcome: ZooOutcome, result: ModelResult) -> _Row:
     return _Row(
         key=result.model.key + (" (random weights)" if figures.random_weights else ""),
         status=status,
+        reason=result.partial,
         opset=str(figures.opset),
         layers=str(figures.compute_layers),
         weight_zero=_percent(figures.weight_zero),
@@ -214,7 +219,7 @@ def _change_text(change: Change) -> str:
 
 def _verdict(outcome: ZooOutcome) -> str:
     statuses = [outcome.status(result) for result in outcome.results]
-    counts = [f"{statuses.count(s)} {s}" for s in ("ok", "new", "failed", "regression")]
+    counts = [f"{statuses.count(s)} {s}" for s in ("ok", "partial", "new", "failed", "regression")]
     if outcome.comparison is not None:
         counts.append(f"{len(outcome.comparison.missing)} missing")
     shown = ", ".join(count for count in counts if not count.startswith("0 ")) or "nothing"
