@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from onnx_prune.cli import check_output_path, write_output
 from onnx_prune.cli.zoo import parse_tolerance
 from onnx_prune.diff import DEFAULT_TOLERANCE, diff_documents
+from onnx_prune.files import check_outputs, write_text
 from onnx_prune.report.diff import format_diff, format_diff_markdown
 
 if TYPE_CHECKING:
@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """``onnx-prune diff``."""
-    check_output_path(args.markdown)
+    check_outputs([("--markdown", args.markdown)], lambda: (args.old, args.new))
     diff = diff_documents(args.old, args.new, tolerance=args.tolerance)
     if args.markdown != "-":
         console.print(format_diff(diff))
     if args.markdown:
-        write_output(format_diff_markdown(diff), args.markdown)
+        write_text(args.markdown, format_diff_markdown(diff))
     return 1 if diff.changed else 0
 
 
