@@ -12,7 +12,7 @@ The library entry points, one per command; each returns a frozen dataclass and p
 - ``measure_accuracy`` (``onnx-prune accuracy``): an ``AccuracyReport`` over an ``ImageSource``
   or a ``TensorSource``, optionally against ``Labels``.
 - ``weights_document``, ``analysis_document``, ``accuracy_document`` and ``dumps``: the
-  ``--json`` documents (their JSON Schemas are in ``onnx_prune/schemas/``).
+  ``--json`` documents.
 
 Every error a user can act on derives from ``OnnxPruneError``. Library messages go to the
 ``onnx_prune`` logger (``logging``); the CLI shows INFO with ``-v``.
@@ -37,10 +37,9 @@ from onnx_prune.errors import (
     UnsupportedModelError,
 )
 from onnx_prune.inputs import PRESETS, Preprocess, get_preset
-from onnx_prune.jsondoc import analysis_document, dumps, weights_document
+from onnx_prune.jsondoc import accuracy_document, analysis_document, dumps, weights_document
 from onnx_prune.labels import Labels, load_labels
 from onnx_prune.load import LoadedModel, load_model
-from onnx_prune.report.accuracy import accuracy_document
 from onnx_prune.runtime import Providers
 from onnx_prune.weights import LayerWeights, TensorSparsity, WeightReport, count_zero_weights
 

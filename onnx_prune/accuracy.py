@@ -140,6 +140,18 @@ class AccuracyReport:
         """The uniform ε swept, in order (none for an ε map)."""
         return tuple(result.eps for result in self.results if result.eps is not None)
 
+    def max_eps_within_budget(self, max_drop: float) -> float | None:
+        """The largest ε whose top-1 drop (agreement drop without labels) is at most ``max_drop``.
+
+        ``max_drop`` is in percentage points; None when no ε is within it.
+        """
+        within = [
+            result.eps
+            for result in self.results
+            if result.eps is not None and _drop(self, result) <= max_drop + 1e-9
+        ]
+        return max(within) if within else None
+
 
 def measure_accuracy(
     loaded: LoadedModel,
@@ -221,19 +233,6 @@ def _pruned_copy(
     return add_pruning(
         loaded.model, scan.layers, granularity=granularity, model_inputs=model_inputs
     )
-
-
-def max_eps_within_budget(report: AccuracyReport, max_drop: float) -> float | None:
-    """The largest ε whose top-1 drop (agreement drop without labels) is at most ``max_drop``.
-
-    ``max_drop`` is in percentage points; None when no ε is within it.
-    """
-    within = [
-        result.eps
-        for result in report.results
-        if result.eps is not None and _drop(report, result) <= max_drop + 1e-9
-    ]
-    return max(within) if within else None
 
 
 def accuracy_drop(report: AccuracyReport, result: EpsAccuracy) -> float | None:

@@ -1,8 +1,9 @@
 """Zoo baselines: the key figures per model stored as JSON, and regressions against them.
 
-``FIGURES`` names every figure a baseline tracks and which way is worse. ``baseline_text`` /
-``read_baseline`` store a zoo run's figures as small, diff-friendly JSON, and
-``compare_to_baseline`` names every figure that moved the bad way by more than a tolerance.
+``FIGURES`` names every figure a baseline tracks and which way is worse; ``ModelFigures`` holds
+one model's. ``jsondoc.baseline_text`` stores a zoo run's figures as small, diff-friendly JSON,
+``read_baseline`` reads them back, and ``compare_to_baseline`` names every figure that moved the
+bad way by more than a tolerance.
 """
 
 from __future__ import annotations
@@ -11,19 +12,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from onnx_prune.errors import OnnxPruneError
+from onnx_prune.errors import OnnxPruneError, first_line
 from onnx_prune.files import open_regular
-from onnx_prune.jsondoc import Document
 from onnx_prune.runtime import CPU, Providers
-
-if TYPE_CHECKING:
-    from onnx_prune.zoo import ModelFigures, ModelResult, ZooOutcome
 
 BASELINE_SCHEMA_VERSION = 1
 DEFAULT_TOLERANCE = 0.005
-_DIGITS = 6  # baseline precision: far below any sensible tolerance, keeps diffs short
+DIGITS = 6  # baseline precision: far below any sensible tolerance, keeps diffs short
 
 
 class BaselineError(OnnxPruneError):
@@ -60,6 +57,35 @@ class Figure:
     name: str
     eps: float | None
     value: float
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """The key figures of one analysed model; tuples are indexed like the zoo's ε."""
+
+    opset: int
+    compute_layers: int
+    random_weights: bool
+    samples: int
+    weight_zero: float
+    ifm_zero_paper_mean: tuple[float, ...]
+    ifm_zero_weighted: tuple[float, ...]
+    ifm_channel_saved: tuple[float, ...]
+    load_saved: tuple[float, ...] | None = None
+    ifm_load_share: float | None = None
+
+    def tracked(self, eps: Sequence[float]) -> tuple[Figure, ...]:
+        """Every figure a baseline keeps, flattened to one value per (name, ε)."""
+        figures: list[Figure] = []
+        for name, kind in FIGURES.items():
+            value: float | tuple[float, ...] | None = getattr(self, name)
+            if value is None:
+                continue
+            if kind.per_eps and isinstance(value, tuple):
+                figures += [Figure(name, e, v) for e, v in zip(eps, value, strict=True)]
+            elif isinstance(value, float):
+                figures.append(Figure(name, None, value))
+        return tuple(figures)
 
 
 @dataclass(frozen=True)
@@ -112,43 +138,7 @@ class Comparison:
     notes: tuple[str, ...] = ()
 
 
-# Baselines
-
-
-def baseline_document(outcome: ZooOutcome) -> Document:
-    """The key figures of every analysed model, keyed by model key (failed models left out)."""
-    return {
-        "schema_version": BASELINE_SCHEMA_VERSION,
-        "tool": "onnx-prune zoo",
-        "eps": list(outcome.eps),
-        **outcome.providers.document(),
-        "models": {
-            result.model.key: model_baseline(result.figures, outcome.eps)
-            for result in outcome.results
-            if result.figures is not None
-        },
-    }
-
-
-def baseline_text(outcome: ZooOutcome) -> str:
-    """The baseline as JSON with sorted keys, one figure per line."""
-    return json.dumps(baseline_document(outcome), indent=2, sort_keys=True) + "\n"
-
-
-def model_baseline(figures: ModelFigures, eps: Sequence[float]) -> Document:
-    """One model's figures: ``name: value``, or ``name: {ε: value}`` for figures per ε."""
-    document: Document = {
-        "opset": figures.opset,
-        "compute_layers": figures.compute_layers,
-        "samples": figures.samples,
-    }
-    for figure in figures.tracked(eps):
-        value = round(figure.value, _DIGITS)
-        if figure.eps is None:
-            document[figure.name] = value
-        else:
-            document.setdefault(figure.name, {})[repr(figure.eps)] = value
-    return document
+# Reading baselines
 
 
 def read_baseline(path: Path) -> Baseline:
@@ -158,7 +148,7 @@ def read_baseline(path: Path) -> Baseline:
             document = json.loads(file.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise BaselineError(
-            f"cannot read baseline {path} ({_first_line(error)}): give a file written by "
+            f"cannot read baseline {path} ({first_line(error)}): give a file written by "
             "onnx-prune zoo --save-baseline"
         ) from None
     try:
@@ -209,11 +199,6 @@ def _fraction(value: Any) -> float:
     return float(value)
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def check_baseline_eps(baseline: Baseline, eps: Sequence[float]) -> None:
     """A baseline compares only with a run at the same ε list."""
     if tuple(baseline.eps) != tuple(eps):
@@ -232,7 +217,7 @@ def _eps_text(eps: Sequence[float]) -> str:
 
 
 def compare_to_baseline(
-    results: Sequence[ModelResult],
+    measured: Mapping[str, ModelFigures | None],
     baseline: Baseline,
     *,
     eps: Sequence[float],
@@ -241,32 +226,32 @@ def compare_to_baseline(
 ) -> Comparison:
     """Every figure that moved by more than ``tolerance`` (absolute, on fractions), per model.
 
-    A model that failed is not compared (its failure already fails the run). A baseline made on
+    ``measured`` maps each zoo model's key to its figures, None for a model that failed: it is
+    not compared (its failure already fails the run). A baseline made on
     other execution providers is compared (exact counts do not depend on the provider) and
     named in the notes, so that a change is never silently put down to the hardware.
     """
     check_baseline_eps(baseline, eps)
-    found = {result.model.key for result in results}
     regressions: list[Change] = []
     improvements: list[Change] = []
     notes: list[str] = []
-    for result in results:
-        stored = baseline.models.get(result.model.key)
-        if result.figures is None or stored is None:
+    for key, figures in measured.items():
+        stored = baseline.models.get(key)
+        if figures is None or stored is None:
             continue
-        worse, better = _changes(result.model.key, stored, result.figures.tracked(eps), tolerance)
+        worse, better = _changes(key, stored, figures.tracked(eps), tolerance)
         regressions += worse
         improvements += better
-        notes += _structure_notes(result.model.key, stored, result.figures)
-    notes += _figure_notes(results, baseline, eps)
+        notes += _structure_notes(key, stored, figures)
+    notes += _figure_notes(measured, baseline, eps)
     notes = _provider_notes(baseline, providers or Providers()) + notes
     return Comparison(
         baseline=baseline.path,
         tolerance=tolerance,
         regressions=tuple(regressions),
         improvements=tuple(improvements),
-        missing=tuple(key for key in baseline.models if key not in found),
-        new=tuple(r.model.key for r in results if r.ok and r.model.key not in baseline.models),
+        missing=tuple(key for key in baseline.models if key not in measured),
+        new=tuple(k for k, f in measured.items() if f is not None and k not in baseline.models),
         notes=tuple(notes),
     )
 
@@ -315,10 +300,10 @@ def _structure_notes(key: str, stored: BaselineModel, figures: ModelFigures) -> 
 
 
 def _figure_notes(
-    results: Sequence[ModelResult], baseline: Baseline, eps: Sequence[float]
+    measured: Mapping[str, ModelFigures | None], baseline: Baseline, eps: Sequence[float]
 ) -> list[str]:
     """Figures tracked on one side only (e.g. once the bandwidth model arrives), named once."""
-    now = {f.name for r in results if r.figures for f in r.figures.tracked(eps)}
+    now = {f.name for figures in measured.values() if figures for f in figures.tracked(eps)}
     stored = {f.name for model in baseline.models.values() for f in model.figures}
     notes = [
         f"'{name}' is not in the baseline: save the baseline again to track it"

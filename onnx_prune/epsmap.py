@@ -19,7 +19,7 @@ from typing import Any
 
 from onnx_prune.bandwidth import GRANULARITIES, BandwidthReport, Granularity, LayerLoad
 from onnx_prune.errors import InputDataError, OutputPathError
-from onnx_prune.jsondoc import SCHEMA_VERSION, Document, dumps
+from onnx_prune.jsondoc import SCHEMA_VERSION, dumps, eps_map_document
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,6 @@ def merged_eps(eps: Sequence[float], eps_map: EpsMap | None) -> tuple[float, ...
     return (*values, *extra)
 
 
-def eps_map_document(eps_map: EpsMap) -> Document:
-    """The map file's document."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model": eps_map.model,
-        "metric": eps_map.metric,
-        "eps": dict(eps_map.eps),
-    }
-
-
 def write_eps_map(eps_map: EpsMap, path: Path) -> None:
     """Write the map file atomically (a temporary file in the same folder, then renamed)."""
     path = Path(path)
@@ -170,24 +160,3 @@ def _layer_saving(layer: LayerLoad, eps: Sequence[float], eps_map: EpsMap) -> La
     else:
         saved = {g: layer.saved.of(g)[eps.index(own)] for g in GRANULARITIES}
     return LayerMapSaving(layer.name, layer.ifm, own, layer.bytes.ifm, saved)
-
-
-def map_savings_document(savings: MapSavings, eps_map: EpsMap) -> Document:
-    """The ``eps_map`` section of ``analyze --json``: the map and the savings per layer."""
-    return {
-        "metric": eps_map.metric,
-        "eps": dict(eps_map.eps),
-        "layers": [
-            {
-                "name": layer.name,
-                "ifm": layer.ifm,
-                "eps": layer.eps,
-                "ifm_bytes": layer.ifm_bytes,
-                "saved_bytes": {g: round(layer.saved[g]) for g in GRANULARITIES},
-            }
-            for layer in savings.layers
-        ],
-        "ifm_bytes": savings.ifm_bytes,
-        "saved_bytes": {g: round(savings.saved[g]) for g in GRANULARITIES},
-        "saved_share": {g: savings.saved_share(g) for g in GRANULARITIES},
-    }

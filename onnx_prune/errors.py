@@ -4,6 +4,18 @@ The CLI prints such an error as one red line and exits with status 2; any other 
 a bug and keeps its traceback.
 """
 
+MESSAGE_LIMIT = 300
+"""The most characters of a third-party error message quoted inside one of ours."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type name when empty), cut to MESSAGE_LIMIT.
+
+    Messages of onnx, onnxruntime or the json module can run to pages; ours quote one line.
+    """
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:MESSAGE_LIMIT]
+
 
 class OnnxPruneError(Exception):
     """Base of every error whose message tells the user what is wrong and what to do."""

@@ -1,8 +1,9 @@
-"""The JSON document that every command writes with ``--json`` (schema_version 1).
+"""Every JSON document onnx-prune writes (schema_version 1); no other module builds one.
 
 ``weights`` writes the base document; ``analyze`` extends the same document with feature-map,
-bandwidth and pruning fields, so one parser serves every command. Field names are an interface
-that CI scripts depend on: add fields freely, never rename or remove them.
+bandwidth and pruning fields, so one parser serves every command. ``accuracy``, the ε map file,
+``zoo --json`` and ``zoo --save-baseline`` have their own documents below. Field names are an
+interface that CI scripts depend on: add fields freely, never rename or remove them.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ from onnx_prune.bandwidth import (
     LoadTotal,
     SavedBytes,
 )
+from onnx_prune.baseline import BASELINE_SCHEMA_VERSION, DIGITS
 from onnx_prune.layers import NotAnalysed
 from onnx_prune.weights import LayerWeights, SparsityTotal, TensorSparsity, WeightReport
 
 if TYPE_CHECKING:
+    from onnx_prune.accuracy import AccuracyReport, EpsAccuracy
     from onnx_prune.analysis import Analysis
+    from onnx_prune.baseline import Change, Comparison, ModelFigures
     from onnx_prune.calibrate import TensorStats
+    from onnx_prune.epsmap import EpsMap, MapSavings
     from onnx_prune.summary import MapSummary, Summary
+    from onnx_prune.zoo import ModelResult, ZooOutcome
 
 SCHEMA_VERSION = 1
 
@@ -251,3 +257,191 @@ def _saved_document(saved: SavedBytes) -> dict[str, list[int]]:
 
 def _rounded(values: Sequence[float]) -> list[int]:
     return [round(value) for value in values]
+
+
+# accuracy
+
+
+def accuracy_document(report: AccuracyReport, *, max_drop: float | None = None) -> Document:
+    """The ``--json`` document of ``accuracy`` (schema_version 1)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": report.model,
+        "random_weights": report.random_weights,
+        "granularity": report.granularity,
+        "eps": list(report.eps),
+        "samples": report.samples,
+        "labelled": report.labelled,
+        "output_kind": report.output_kind,
+        "batch_size": report.batch_size,
+        "pruned_layers": report.pruned_layers,
+        **report.providers.document(),
+        "baseline": {"top1": report.baseline.top1, "top5": report.baseline.top5},
+        "results": [_accuracy_result_document(result) for result in report.results],
+        "max_top1_drop": max_drop,
+        "max_eps_within_budget": (
+            None if max_drop is None else report.max_eps_within_budget(max_drop)
+        ),
+        "skipped_inputs": [
+            {"name": item.name, "reason": item.reason} for item in report.skipped_inputs
+        ],
+        "not_pruned": [
+            {"tensor": item.tensor, "layers": list(item.layers), "reason": item.reason}
+            for item in report.not_pruned
+        ],
+        "eps_map": None if report.eps_map is None else eps_map_document(report.eps_map),
+    }
+
+
+def _accuracy_result_document(result: EpsAccuracy) -> Document:
+    return {
+        "eps": result.eps,
+        "top1": result.top1,
+        "top5": result.top5,
+        "agreement": result.agreement,
+        "kl": result.kl,
+        "saved_fraction": result.saved_fraction,
+        "pruned_elements": result.pruned_elements,
+        "ifm_elements": result.ifm_elements,
+    }
+
+
+# ε maps (accuracy --eps-map, analyze --eps-map)
+
+
+def eps_map_document(eps_map: EpsMap) -> Document:
+    """The map file's document."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": eps_map.model,
+        "metric": eps_map.metric,
+        "eps": dict(eps_map.eps),
+    }
+
+
+def map_savings_document(savings: MapSavings, eps_map: EpsMap) -> Document:
+    """The ``eps_map`` section of ``analyze --json``: the map and the savings per layer."""
+    return {
+        "metric": eps_map.metric,
+        "eps": dict(eps_map.eps),
+        "layers": [
+            {
+                "name": layer.name,
+                "ifm": layer.ifm,
+                "eps": layer.eps,
+                "ifm_bytes": layer.ifm_bytes,
+                "saved_bytes": {g: round(layer.saved[g]) for g in GRANULARITIES},
+            }
+            for layer in savings.layers
+        ],
+        "ifm_bytes": savings.ifm_bytes,
+        "saved_bytes": {g: round(savings.saved[g]) for g in GRANULARITIES},
+        "saved_share": {g: savings.saved_share(g) for g in GRANULARITIES},
+    }
+
+
+# zoo
+
+
+def zoo_document(outcome: ZooOutcome) -> Document:
+    """Every model's status, figures and full analysis document, the counts and the comparison."""
+    comparison = outcome.comparison
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": "zoo",
+        "eps": list(outcome.eps),
+        **outcome.providers.document(),
+        "models": [_model_document(outcome, result) for result in outcome.results],
+        "summary": _counts_document(outcome),
+        "comparison": _comparison_document(comparison) if comparison is not None else None,
+    }
+
+
+def _model_document(outcome: ZooOutcome, result: ModelResult) -> Document:
+    figures = result.figures
+    document: Document = {
+        "model": result.model.key,
+        "path": str(result.model.path),
+        "status": outcome.status(result),
+        "reason": result.error or result.partial,
+        "seconds": round(result.seconds, 3),
+        "figures": model_baseline(figures, outcome.eps) if figures is not None else None,
+        "random_weights": figures.random_weights if figures is not None else None,
+        "analysis": result.document,
+    }
+    if result.traceback:
+        document["traceback"] = result.traceback
+    return document
+
+
+def _counts_document(outcome: ZooOutcome) -> Document:
+    statuses = [outcome.status(result) for result in outcome.results]
+    missing = outcome.comparison.missing if outcome.comparison is not None else ()
+    counts: Document = {"models": len(statuses), "missing": len(missing)}
+    counts.update({status: statuses.count(status) for status in ("ok", "partial", "new", "failed")})
+    counts["regression"] = statuses.count("regression")
+    counts["passed"] = outcome.passed
+    return counts
+
+
+def _comparison_document(comparison: Comparison) -> Document:
+    return {
+        "baseline": str(comparison.baseline),
+        "tolerance": comparison.tolerance,
+        "regressions": [_change_document(change) for change in comparison.regressions],
+        "improvements": [_change_document(change) for change in comparison.improvements],
+        "missing": list(comparison.missing),
+        "new": list(comparison.new),
+        "notes": list(comparison.notes),
+    }
+
+
+def _change_document(change: Change) -> Document:
+    return {
+        "model": change.model,
+        "figure": change.name,
+        "eps": change.eps,
+        "label": change.label,
+        "baseline": change.baseline,
+        "now": change.now,
+        "change": change.now - change.baseline,
+    }
+
+
+# zoo baselines (--save-baseline)
+
+
+def baseline_document(outcome: ZooOutcome) -> Document:
+    """The key figures of every analysed model, keyed by model key (failed models left out)."""
+    return {
+        "schema_version": BASELINE_SCHEMA_VERSION,
+        "tool": "onnx-prune zoo",
+        "eps": list(outcome.eps),
+        **outcome.providers.document(),
+        "models": {
+            result.model.key: model_baseline(result.figures, outcome.eps)
+            for result in outcome.results
+            if result.figures is not None
+        },
+    }
+
+
+def baseline_text(outcome: ZooOutcome) -> str:
+    """The baseline as JSON with sorted keys, one figure per line."""
+    return json.dumps(baseline_document(outcome), indent=2, sort_keys=True) + "\n"
+
+
+def model_baseline(figures: ModelFigures, eps: Sequence[float]) -> Document:
+    """One model's figures: ``name: value``, or ``name: {ε: value}`` for figures per ε."""
+    document: Document = {
+        "opset": figures.opset,
+        "compute_layers": figures.compute_layers,
+        "samples": figures.samples,
+    }
+    for figure in figures.tracked(eps):
+        value = round(figure.value, DIGITS)
+        if figure.eps is None:
+            document[figure.name] = value
+        else:
+            document.setdefault(figure.name, {})[repr(figure.eps)] = value
+    return document

@@ -19,7 +19,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 
-from onnx_prune.errors import ModelLoadError
+from onnx_prune.errors import ModelLoadError, first_line
 from onnx_prune.files import is_regular_file
 from onnx_prune.protowire import raw_data_spans
 
@@ -135,7 +135,7 @@ def _parse(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError) as error:
         raise ModelLoadError(
-            f"{path} is not a readable ONNX model (truncated or not ONNX: {_first_line(error)}): "
+            f"{path} is not a readable ONNX model (truncated or not ONNX: {first_line(error)}): "
             "re-export or re-download it"
         ) from None
     if not model.graph.node or model.ir_version <= 0 or not model.opset_import:
@@ -144,11 +144,6 @@ def _parse(path: Path) -> onnx.ModelProto:
             "is it really a .onnx model?"
         )
     return model
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def check_acyclic(graph: onnx.GraphProto, path: Path) -> None:

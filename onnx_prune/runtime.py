@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import onnx
 
-from onnx_prune.errors import OutOfMemoryError, ProviderError, UnsupportedModelError
+from onnx_prune.errors import OutOfMemoryError, ProviderError, UnsupportedModelError, first_line
 from onnx_prune.load import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ class OrtSession:
                 self._session = ort.InferenceSession(model, session_options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped exception classes
             raise UnsupportedModelError(
-                f"onnxruntime cannot load the model: {_first_line(error)}"
+                f"onnxruntime cannot load the model: {first_line(error)}"
             ) from None
         active = self._session.get_providers()
         check_active_providers(options.providers, active, ort.get_available_providers())
@@ -325,7 +325,7 @@ class OrtSession:
         except Exception as error:  # onnxruntime raises its own untyped exception classes
             if _is_allocation_failure(error):
                 raise OutOfMemoryError(out_of_memory_advice(_batch_of(feeds))) from None
-            raise UnsupportedModelError(f"onnxruntime failed: {_first_line(error)}") from None
+            raise UnsupportedModelError(f"onnxruntime failed: {first_line(error)}") from None
         self._log_cpu_nodes()
         return [np.asarray(result) for result in results]
 
@@ -409,11 +409,6 @@ def _spec(arg: object) -> TensorSpec:
     dtype = np.dtype(_ORT_TYPES.get(type_name, np.float32))
     shape = tuple(getattr(arg, "shape", None) or ())
     return TensorSpec(name, dtype, shape)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from onnx_prune.analysis import Analysis, Calibration, SessionFactory, analyze_model
-from onnx_prune.baseline import FIGURES, Change, Comparison, Figure, model_baseline
+from onnx_prune.baseline import Comparison, ModelFigures
 from onnx_prune.errors import InputDataError, OnnxPruneError
-from onnx_prune.jsondoc import SCHEMA_VERSION, Document, analysis_document
+from onnx_prune.jsondoc import Document, analysis_document
 from onnx_prune.load import load_model
 from onnx_prune.runtime import (
     CPU_ONLY,
@@ -60,35 +60,6 @@ class ZooJob:
     inputs_dir: Path | None = None
     threads: int | None = None
     providers: Providers = CPU_ONLY
-
-
-@dataclass(frozen=True)
-class ModelFigures:
-    """The key figures of one analysed model; tuples are indexed like the zoo's ε."""
-
-    opset: int
-    compute_layers: int
-    random_weights: bool
-    samples: int
-    weight_zero: float
-    ifm_zero_paper_mean: tuple[float, ...]
-    ifm_zero_weighted: tuple[float, ...]
-    ifm_channel_saved: tuple[float, ...]
-    load_saved: tuple[float, ...] | None = None
-    ifm_load_share: float | None = None
-
-    def tracked(self, eps: Sequence[float]) -> tuple[Figure, ...]:
-        """Every figure a baseline keeps, flattened to one value per (name, ε)."""
-        figures: list[Figure] = []
-        for name, kind in FIGURES.items():
-            value: float | tuple[float, ...] | None = getattr(self, name)
-            if value is None:
-                continue
-            if kind.per_eps and isinstance(value, tuple):
-                figures += [Figure(name, e, v) for e, v in zip(eps, value, strict=True)]
-            elif isinstance(value, float):
-                figures.append(Figure(name, None, value))
-        return tuple(figures)
 
 
 @dataclass(frozen=True)
@@ -348,6 +319,11 @@ def _session_factory(threads: int | None) -> SessionFactory:
 # Figures
 
 
+def figures_by_key(results: Sequence[ModelResult]) -> dict[str, ModelFigures | None]:
+    """Each model's figures by its key, None for a model that failed (what a baseline compares)."""
+    return {result.model.key: result.figures for result in results}
+
+
 def model_figures(analysis: Analysis) -> ModelFigures:
     """The key figures of one analysis (the weight figure is its share at ε = 0)."""
     total = analysis.weights.total()
@@ -367,71 +343,3 @@ def model_figures(analysis: Analysis) -> ModelFigures:
         load_saved=load.saved_share("channel") if counted else None,
         ifm_load_share=load.ifm_share if counted else None,
     )
-
-
-# The JSON document
-
-
-def zoo_document(outcome: ZooOutcome) -> Document:
-    """Every model's status, figures and full analysis document, the counts and the comparison."""
-    comparison = outcome.comparison
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "command": "zoo",
-        "eps": list(outcome.eps),
-        **outcome.providers.document(),
-        "models": [_model_document(outcome, result) for result in outcome.results],
-        "summary": _counts_document(outcome),
-        "comparison": _comparison_document(comparison) if comparison is not None else None,
-    }
-
-
-def _model_document(outcome: ZooOutcome, result: ModelResult) -> Document:
-    figures = result.figures
-    document: Document = {
-        "model": result.model.key,
-        "path": str(result.model.path),
-        "status": outcome.status(result),
-        "reason": result.error or result.partial,
-        "seconds": round(result.seconds, 3),
-        "figures": model_baseline(figures, outcome.eps) if figures is not None else None,
-        "random_weights": figures.random_weights if figures is not None else None,
-        "analysis": result.document,
-    }
-    if result.traceback:
-        document["traceback"] = result.traceback
-    return document
-
-
-def _counts_document(outcome: ZooOutcome) -> Document:
-    statuses = [outcome.status(result) for result in outcome.results]
-    missing = outcome.comparison.missing if outcome.comparison is not None else ()
-    counts: Document = {"models": len(statuses), "missing": len(missing)}
-    counts.update({status: statuses.count(status) for status in ("ok", "partial", "new", "failed")})
-    counts["regression"] = statuses.count("regression")
-    counts["passed"] = outcome.passed
-    return counts
-
-
-def _comparison_document(comparison: Comparison) -> Document:
-    return {
-        "baseline": str(comparison.baseline),
-        "tolerance": comparison.tolerance,
-        "regressions": [_change_document(change) for change in comparison.regressions],
-        "improvements": [_change_document(change) for change in comparison.improvements],
-        "missing": list(comparison.missing),
-        "new": list(comparison.new),
-        "notes": list(comparison.notes),
-    }
-
-
-def _change_document(change: Change) -> Document:
-    return {
-        "model": change.model,
-        "figure": change.name,
-        "eps": change.eps,
-        "label": change.label,
-        "baseline": change.baseline,
-        "now": change.now,
-        "change": change.now - change.baseline,
-    }

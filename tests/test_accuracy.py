@@ -21,17 +21,17 @@ from onnx_prune.accuracy import (
     ImageSource,
     TensorSource,
     TopK,
-    max_eps_within_budget,
     measure_accuracy,
 )
 from onnx_prune.cli import DEFAULT_MODEL, main
 from onnx_prune.data import EMBEDDED_IMAGES, IMAGENET_SYNSETS
 from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.inputs import PRESETS, SkippedInput
+from onnx_prune.jsondoc import accuracy_document
 from onnx_prune.labels import Labels, load_labels, read_synsets
 from onnx_prune.load import load_model
 from onnx_prune.pruning import EPS_INPUT, NotPruned
-from onnx_prune.report.accuracy import accuracy_document, format_accuracy
+from onnx_prune.report.accuracy import format_accuracy
 from tests.builders import FLOAT, make_model, save
 from tests.golden_util import assert_golden, render
 
@@ -375,12 +375,12 @@ def _report(*, labelled: bool = True, random_weights: bool = False) -> AccuracyR
 
 def test_budget_names_the_largest_eps_within_the_drop() -> None:
     report = _report()
-    assert max_eps_within_budget(report, 0.0) == 0.1
-    assert max_eps_within_budget(report, 1.25) == 0.2
-    assert max_eps_within_budget(report, 10.0) == 0.3
+    assert report.max_eps_within_budget(0.0) == 0.1
+    assert report.max_eps_within_budget(1.25) == 0.2
+    assert report.max_eps_within_budget(10.0) == 0.3
     unlabelled = _report(labelled=False)
-    assert max_eps_within_budget(unlabelled, 1.0) == 0.1  # agreement drop 0.5 points
-    assert max_eps_within_budget(unlabelled, 0.1) == 0.0
+    assert unlabelled.max_eps_within_budget(1.0) == 0.1  # agreement drop 0.5 points
+    assert unlabelled.max_eps_within_budget(0.1) == 0.0
 
 
 def test_report_golden_labelled() -> None:

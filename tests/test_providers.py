@@ -183,10 +183,10 @@ def test_a_baseline_made_on_another_provider_is_reported(tmp_path: Path) -> None
     path.write_text(json.dumps(document))
     baseline = read_baseline(path)
     assert baseline.providers == (CUDA, CPU)
-    comparison = compare_to_baseline([], baseline, eps=(0.0,), providers=Providers())
+    comparison = compare_to_baseline({}, baseline, eps=(0.0,), providers=Providers())
     assert comparison.notes == (
         "the baseline was made on CUDAExecutionProvider, CPUExecutionProvider and this run is on "
         "CPUExecutionProvider: figures are compared across providers",
     )
-    same = compare_to_baseline([], baseline, eps=(0.0,), providers=Providers.parse("cuda,cpu"))
+    same = compare_to_baseline({}, baseline, eps=(0.0,), providers=Providers.parse("cuda,cpu"))
     assert same.notes == ()

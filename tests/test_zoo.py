@@ -14,17 +14,23 @@ from onnx import helper, numpy_helper
 from PIL import Image
 
 from onnx_prune.analysis import Calibration, analyze_model
-from onnx_prune.baseline import Baseline, BaselineModel, Figure, compare_to_baseline, read_baseline
+from onnx_prune.baseline import (
+    Baseline,
+    BaselineModel,
+    Figure,
+    ModelFigures,
+    compare_to_baseline,
+    read_baseline,
+)
 from onnx_prune.cli import main
 from onnx_prune.data import DATA_DIR
 from onnx_prune.errors import InputDataError
 from onnx_prune.report.zoo import format_zoo, format_zoo_markdown
 from onnx_prune.zoo import (
-    ModelFigures,
-    ModelResult,
     ZooJob,
     ZooModel,
     ZooOutcome,
+    figures_by_key,
     find_models,
     model_figures,
     run_zoo,
@@ -202,8 +208,7 @@ def test_comparison_directions_and_tolerance(tmp_path: Path) -> None:
         Figure("ifm_channel_saved", 0.0, 0.05),  # better
     )
     baseline = Baseline(tmp_path / "b.json", (0.0,), {"m.onnx": BaselineModel(stored, 13, 3, 3)})
-    result = ModelResult(ZooModel("m.onnx", tmp_path / "m.onnx"), figures=figures)
-    comparison = compare_to_baseline([result], baseline, eps=(0.0,), tolerance=0.005)
+    comparison = compare_to_baseline({"m.onnx": figures}, baseline, eps=(0.0,), tolerance=0.005)
     assert [(c.name, c.baseline, c.now) for c in comparison.regressions] == [
         ("ifm_zero_weighted", 0.52, 0.50),
         ("ifm_load_share", 0.55, 0.60),
@@ -304,7 +309,7 @@ def _outcome(tmp_path: Path) -> ZooOutcome:
     eps = (0.0, 0.1, 0.5)
     jobs = [ZooJob(model, Calibration(), eps, inputs_dir=inputs) for model in find_models([zoo])]
     results = run_zoo(jobs)
-    comparison = compare_to_baseline(results, read_baseline(baseline), eps=eps)
+    comparison = compare_to_baseline(figures_by_key(results), read_baseline(baseline), eps=eps)
     return ZooOutcome(eps=eps, results=results, comparison=comparison)
 
 

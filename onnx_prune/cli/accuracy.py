@@ -40,11 +40,12 @@ from onnx_prune.cli.analyze import (
 from onnx_prune.epsmap import read_eps_map
 from onnx_prune.errors import InputDataError
 from onnx_prune.inputs import get_preset
+from onnx_prune.jsondoc import accuracy_document
 from onnx_prune.labels import Labels, image_files, load_labels
 from onnx_prune.load import load_model
 from onnx_prune.plot import plot_accuracy
 from onnx_prune.pruning import GRANULARITIES
-from onnx_prune.report.accuracy import accuracy_document, format_accuracy
+from onnx_prune.report.accuracy import format_accuracy
 
 if TYPE_CHECKING:
     from onnx_prune.cli import Subparsers

@@ -29,11 +29,11 @@ from onnx_prune.cli import (
     resolve_model,
     write_json,
 )
-from onnx_prune.epsmap import EpsMap, map_savings, map_savings_document, merged_eps, read_eps_map
+from onnx_prune.epsmap import EpsMap, map_savings, merged_eps, read_eps_map
 from onnx_prune.errors import InputDataError
 from onnx_prune.files import check_outputs
 from onnx_prune.inputs import PRESETS
-from onnx_prune.jsondoc import analysis_document
+from onnx_prune.jsondoc import analysis_document, map_savings_document
 from onnx_prune.plot import check_plot_path, plot_analysis
 from onnx_prune.probes import DEFAULT_TILE
 from onnx_prune.report.analysis import format_analysis

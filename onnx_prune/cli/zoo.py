@@ -21,7 +21,6 @@ from rich.text import Text
 from onnx_prune.analysis import DEFAULT_EPS, Calibration
 from onnx_prune.baseline import (
     DEFAULT_TOLERANCE,
-    baseline_text,
     check_baseline_eps,
     compare_to_baseline,
     read_baseline,
@@ -40,6 +39,7 @@ from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, parse_size, positive_in
 from onnx_prune.errors import InputDataError, OutputPathError
 from onnx_prune.files import check_outputs, write_text
 from onnx_prune.inputs import PRESETS, find_images
+from onnx_prune.jsondoc import baseline_text, zoo_document
 from onnx_prune.report.zoo import format_model_done, format_zoo, format_zoo_markdown
 from onnx_prune.runtime import Providers
 from onnx_prune.zoo import (
@@ -47,9 +47,9 @@ from onnx_prune.zoo import (
     ZooJob,
     ZooModel,
     ZooOutcome,
+    figures_by_key,
     find_models,
     run_zoo,
-    zoo_document,
     zoo_eps,
 )
 
@@ -86,7 +86,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     comparison = None
     if baseline is not None:
         comparison = compare_to_baseline(
-            results, baseline, eps=eps, tolerance=args.tolerance, providers=providers
+            figures_by_key(results),
+            baseline,
+            eps=eps,
+            tolerance=args.tolerance,
+            providers=providers,
         )
     outcome = ZooOutcome(eps=eps, results=results, comparison=comparison, providers=providers)
     _write_outputs(outcome, args, console, quiet=quiet)

@@ -6,14 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from onnx_prune.accuracy import (
-    AccuracyReport,
-    EpsAccuracy,
-    accuracy_drop,
-    max_eps_within_budget,
-)
-from onnx_prune.epsmap import eps_map_document
-from onnx_prune.jsondoc import SCHEMA_VERSION, Document
+from onnx_prune.accuracy import AccuracyReport, EpsAccuracy, accuracy_drop
 from onnx_prune.report import format_random_banner
 
 
@@ -79,7 +72,7 @@ def format_budget(report: AccuracyReport, max_drop: float) -> Text:
     measure = "top-1 drop" if report.baseline.top1 is not None else "agreement drop (no labels)"
     if report.eps_map is not None:
         return _map_budget(report, max_drop, measure)
-    best = max_eps_within_budget(report, max_drop)
+    best = report.max_eps_within_budget(max_drop)
     if best is None:
         return Text(f"No ε keeps the {measure} within {max_drop:g} points", style="bold red")
     saved = next(result for result in report.results if result.eps == best).saved_fraction
@@ -118,47 +111,3 @@ def _notes(report: AccuracyReport) -> list[RenderableType]:
     for item in report.not_pruned:
         notes.append(Text(f"not pruned: '{item.tensor}' ({item.reason})"))
     return notes
-
-
-def accuracy_document(report: AccuracyReport, *, max_drop: float | None = None) -> Document:
-    """The ``--json`` document of ``accuracy`` (schema_version 1)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model": report.model,
-        "random_weights": report.random_weights,
-        "granularity": report.granularity,
-        "eps": list(report.eps),
-        "samples": report.samples,
-        "labelled": report.labelled,
-        "output_kind": report.output_kind,
-        "batch_size": report.batch_size,
-        "pruned_layers": report.pruned_layers,
-        **report.providers.document(),
-        "baseline": {"top1": report.baseline.top1, "top5": report.baseline.top5},
-        "results": [_result_document(result) for result in report.results],
-        "max_top1_drop": max_drop,
-        "max_eps_within_budget": (
-            None if max_drop is None else max_eps_within_budget(report, max_drop)
-        ),
-        "skipped_inputs": [
-            {"name": item.name, "reason": item.reason} for item in report.skipped_inputs
-        ],
-        "not_pruned": [
-            {"tensor": item.tensor, "layers": list(item.layers), "reason": item.reason}
-            for item in report.not_pruned
-        ],
-        "eps_map": None if report.eps_map is None else eps_map_document(report.eps_map),
-    }
-
-
-def _result_document(result: EpsAccuracy) -> Document:
-    return {
-        "eps": result.eps,
-        "top1": result.top1,
-        "top5": result.top5,
-        "agreement": result.agreement,
-        "kl": result.kl,
-        "saved_fraction": result.saved_fraction,
-        "pruned_elements": result.pruned_elements,
-        "ifm_elements": result.ifm_elements,
-    }

@@ -16,9 +16,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from onnx_prune.baseline import Change, Comparison
+from onnx_prune.baseline import Change, Comparison, ModelFigures
 from onnx_prune.report import eps_label, plain_table
-from onnx_prune.zoo import ModelFigures, ModelResult, ZooOutcome
+from onnx_prune.zoo import ModelResult, ZooOutcome
 
 FIGURE_HEADER = "IFM (%)"
 FIGURE_LINES = ("paper mean", "weighted", "zero chan.", "load saved")
