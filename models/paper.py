@@ -42,15 +42,14 @@ if str(ROOT) not in sys.path:
 
 from onnx_prune.accuracy import (  # noqa: E402
     AccuracyReport,
-    ImageSource,
     accuracy_drop,
     measure_accuracy,
 )
-from onnx_prune.analysis import Analysis, Calibration, analyze_model  # noqa: E402
+from onnx_prune.analysis import Analysis, analyze_model  # noqa: E402
 from onnx_prune.darknet import convert_darknet, write_random_weights  # noqa: E402
 from onnx_prune.data import DARKNET_CFG_DIR, EMBEDDED_IMAGES, EMBEDDED_MODEL  # noqa: E402
 from onnx_prune.errors import OnnxPruneError  # noqa: E402
-from onnx_prune.inputs import get_preset  # noqa: E402
+from onnx_prune.feeds import SampleSource  # noqa: E402
 from onnx_prune.jsondoc import Document, dumps  # noqa: E402
 from onnx_prune.labels import Labels, image_files, load_labels  # noqa: E402
 from onnx_prune.load import load_model  # noqa: E402
@@ -349,11 +348,14 @@ def measure(subject: Subject, options: Options) -> Measured:
     photos = _analyze(subject, tuple(IMAGES / name for name in PHOTOS), limit=options.limit)
     accuracy = measure_accuracy(
         load_model(subject.path),
-        ImageSource(accuracy_images(options), get_preset(subject.preset)),
+        SampleSource(
+            images=accuracy_images(options),
+            preset=subject.preset,
+            batch_size=BATCH_SIZE,
+            limit=options.limit,
+        ),
         eps=EPS,
         labels=options.labels,
-        batch_size=BATCH_SIZE,
-        limit=options.limit,
     )
     kind: Kind = "stand-in" if subject.stand_in else "trained"
     return Measured(
@@ -368,7 +370,7 @@ def measure(subject: Subject, options: Options) -> Measured:
 
 
 def _analyze(subject: Subject, images: tuple[Path, ...], *, limit: int | None) -> Analysis:
-    calibration = Calibration(
+    calibration = SampleSource(
         images=images, preset=subject.preset, batch_size=BATCH_SIZE, limit=limit
     )
     return analyze_model(subject.path, calibration, eps=EPS, bits=BITS)

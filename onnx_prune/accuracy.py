@@ -11,15 +11,16 @@ that pruning skipped. The model's first output is taken as class scores, one row
 rows that are non-negative and sum to 1 on the first batch are read as probabilities, anything
 else as logits (softmax applied).
 
-Batches: a model whose first input dimension is fixed runs with batches of that size (the last
-one padded with copies and the copies dropped). A model that fails on a batch of several samples
-(e.g. an internal Reshape to ``[1, -1]``) falls back to one sample at a time.
+Samples are batched by ``feeds.Feeder``, as in ``analyze``: a model that fixes its batch runs
+with batches of that size (the last one padded with copies, the copies dropped). A model that
+fails on a batch of several samples (e.g. an internal Reshape to ``[1, -1]``) falls back to one
+sample at a time.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -31,36 +32,16 @@ from onnx_prune import runtime
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.epsmap import EpsMap, check_eps_map
 from onnx_prune.errors import InputDataError, UnsupportedModelError
-from onnx_prune.inputs import (
-    Batch,
-    Preprocess,
-    SkippedInput,
-    TensorInputs,
-    check_input_shape,
-    find_images,
-    image_size_for,
-    iter_image_batches,
-    iter_tensor_batches,
-    open_tensor_inputs,
-)
+from onnx_prune.feeds import DEFAULT_EPS, Feeder, Progress, SampleSource, SessionFactory
+from onnx_prune.inputs import Batch, SkippedInput
 from onnx_prune.labels import Labels, Sample, check_classes, check_coverage
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import LoadedModel, is_random_weights
 from onnx_prune.pruning import Granularity, NotPruned, PrunedModel, add_pruning, count_pruned
-from onnx_prune.runtime import (
-    CPU_ONLY,
-    BatchSplitter,
-    ModelSource,
-    Providers,
-    Session,
-    SessionOptions,
-    TensorSpec,
-    fixed_batch,
-)
+from onnx_prune.runtime import CPU_ONLY, BatchSplitter, Providers, Session, SessionOptions
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 UNPRUNED_EPS = -1.0
 """The ε fed for the unpruned baseline: no |x| is <= a negative number."""
 
@@ -71,26 +52,6 @@ Scores = npt.NDArray[np.float64]
 EpsSetting = float | Mapping[str, float]
 """What one pruned run is fed: one ε for every pruned tensor, or a map of IFM name to ε."""
 OutputKind = Literal["logits", "probabilities"]
-SessionFactory = Callable[[ModelSource], Session]
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """Image files or folders, preprocessed by ``preset`` to ``size`` (None: the model's)."""
-
-    paths: tuple[Path, ...]
-    preset: Preprocess
-    size: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class TensorSource:
-    """Ready input tensors in an .npy/.npz file, samples on the first axis."""
-
-    path: Path
-
-
-SampleSource = ImageSource | TensorSource
 
 
 @dataclass(frozen=True)
@@ -134,6 +95,7 @@ class AccuracyReport:
     not_pruned: tuple[NotPruned, ...] = ()
     providers: Providers = CPU_ONLY
     eps_map: EpsMap | None = None
+    padded_samples: int = 0
 
     @property
     def eps(self) -> tuple[float, ...]:
@@ -160,21 +122,18 @@ def measure_accuracy(
     eps: Sequence[float] = DEFAULT_EPS,
     granularity: Granularity = "channel",
     labels: Labels | None = None,
-    batch_size: int = 8,
-    limit: int | None = None,
-    strict: bool = False,
-    open_session: SessionFactory | None = None,
+    session_factory: SessionFactory = runtime.open_session,
     providers: Providers | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     model_inputs: bool = False,
     eps_map: EpsMap | None = None,
 ) -> AccuracyReport:
-    """Run the ε sweep of ``loaded`` over the samples of ``source``.
+    """Run the ε sweep of ``loaded`` over the samples of ``source`` (fed by ``feeds.Feeder``).
 
-    ``strict`` makes unreadable images and unlabelled samples errors. ``on_batch`` is called
-    with the number of samples done after every batch. ``model_inputs`` also prunes IFMs that
+    ``source.strict`` makes unreadable images and unlabelled samples errors. ``progress`` hears
+    (samples done, samples in all) after every batch. ``model_inputs`` also prunes IFMs that
     are model inputs (the paper prunes only feature maps the network computes). ``providers``:
-    the onnxruntime execution providers (default: the CPU); ``open_session`` replaces
+    the onnxruntime execution providers (default: the CPU); ``session_factory`` replaces
     onnxruntime (tests). ``eps_map`` replaces the sweep by one run at each IFM's own ε (``eps``
     is then not used).
     """
@@ -182,36 +141,20 @@ def measure_accuracy(
     if eps_map is None:
         _check_eps(eps)
     providers = providers or Providers()
-    if open_session is None:
-        open_session = _session_factory(providers)
     pruned = _pruned_copy(loaded, granularity, model_inputs=model_inputs)
     if eps_map is not None:
         ifms = [*(t.tensor for t in pruned.tensors), *(t.tensor for t in pruned.not_pruned)]
         check_eps_map(eps_map, ifms, model=str(loaded.path))
     with runtime.model_file(loaded, pruned.model) as model_source:
-        session = open_session(model_source)
+        session = session_factory(model_source, SessionOptions(providers=providers))
         sweep = _Sweep(session, pruned, settings, labels)
-        plan = _plan(
-            session,
-            pruned,
-            source,
-            batch_size=batch_size,
-            limit=limit,
-            labels=labels,
-            strict=strict,
-        )
-        for batch in plan.batches:
-            sweep.add(batch)
-            if on_batch is not None:
-                on_batch(sweep.samples)
-    return replace(sweep.report(loaded, plan.batch_size), providers=providers, eps_map=eps_map)
-
-
-def _session_factory(providers: Providers) -> SessionFactory:
-    def open_session(source: ModelSource) -> Session:
-        return runtime.open_session(source, SessionOptions(providers=providers))
-
-    return open_session
+        feeder = _feeder(session, pruned, source, labels)
+        for batch in feeder.batches():
+            sweep.add(_samples(batch, images=source.tensors is None))
+            if progress is not None:
+                progress(sweep.samples, feeder.total)
+    report = sweep.report(loaded, feeder.batch_size, padded=feeder.padded)
+    return replace(report, providers=providers, eps_map=eps_map)
 
 
 def pruned_copy(
@@ -258,58 +201,43 @@ def _check_eps(eps: Sequence[float]) -> None:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    batches: Iterator[_Samples]
-    batch_size: int
-
-
-@dataclass(frozen=True)
 class _Samples:
-    """One batch as fed: ``feeds`` may hold padding rows after the first ``count``."""
+    """One batch as fed, with the label key of each real sample (padding rows have none)."""
 
-    feeds: Mapping[str, Array]
+    batch: Batch
     samples: tuple[Sample, ...]
-    skipped: tuple[SkippedInput, ...]
+
+    @property
+    def feeds(self) -> Mapping[str, Array]:
+        return self.batch.arrays
 
     @property
     def count(self) -> int:
         return len(self.samples)
 
 
-def _plan(
-    session: Session,
-    pruned: PrunedModel,
-    source: SampleSource,
-    *,
-    batch_size: int,
-    limit: int | None,
-    labels: Labels | None,
-    strict: bool,
-) -> _Plan:
-    """The batches to run, checked against the model's inputs, with the labels checked first."""
+def _feeder(
+    session: Session, pruned: PrunedModel, source: SampleSource, labels: Labels | None
+) -> Feeder:
+    """The feeder of the model's inputs, with the labels checked against its samples first."""
     # IR-3 models list initializers as inputs, and onnxruntime reports them as such.
     constants = {tensor.name for tensor in pruned.model.graph.initializer} | {pruned.eps_input}
-    specs = [spec for spec in session.inputs() if spec.name not in constants]
-    fixed = fixed_batch(specs)
-    size = fixed or batch_size
-    if isinstance(source, ImageSource):
-        if labels is not None:
-            _check_labels(labels, source, find_images(source.paths)[:limit], strict=strict)
-        batches = _image_batches(specs, source, size, limit, strict=strict)
-    else:
-        inputs = open_tensor_inputs(source.path, [spec.name for spec in specs])
-        if labels is not None:
-            count = inputs.count if limit is None else min(limit, inputs.count)
-            _check_labels(labels, source, range(count), strict=strict)
-        batches = _tensor_batches(specs, inputs, size, limit)
-    is_image = isinstance(source, ImageSource)
-    return _Plan((_fed(batch, specs, fixed, is_image=is_image) for batch in batches), size)
+    feeder = Feeder(source, session.inputs(), constants=constants)
+    if labels is not None:
+        _check_labels(labels, source, feeder.sample_keys(), strict=source.strict)
+    return feeder
+
+
+def _samples(batch: Batch, *, images: bool) -> _Samples:
+    keys: tuple[Sample, ...]
+    keys = tuple(Path(name) for name in batch.names) if images else batch.indexes
+    return _Samples(batch, keys)
 
 
 def _check_labels(
     labels: Labels, source: SampleSource, candidates: Sequence[Sample], *, strict: bool
 ) -> None:
-    if isinstance(source, TensorSource) and labels.kind == "tree":
+    if source.tensors is not None and labels.kind == "tree":
         raise InputDataError(
             f"{labels.source} labels images by folder, but the samples come from --inputs: "
             "give a CSV of sample_index,class_index"
@@ -322,62 +250,6 @@ def _check_labels(
             coverage.samples,
             labels.source,
         )
-
-
-def _image_batches(
-    specs: Sequence[TensorSpec], source: ImageSource, size: int, limit: int | None, *, strict: bool
-) -> Iterator[Batch]:
-    if len(specs) != 1:
-        names = ", ".join(f"'{spec.name}'" for spec in specs)
-        raise InputDataError(
-            f"the model has {len(specs)} inputs ({names}); images feed one-input models only: "
-            "give tensors with --inputs FILE.npz"
-        )
-    (spec,) = specs
-    image_size = image_size_for(spec.shape, source.size, name=spec.name)
-    return iter_image_batches(
-        source.paths,
-        source.preset,
-        image_size,
-        size,
-        input_name=spec.name,
-        strict=strict,
-        limit=limit,
-    )
-
-
-def _tensor_batches(
-    specs: Sequence[TensorSpec], inputs: TensorInputs, size: int, limit: int | None
-) -> Iterator[Batch]:
-    start = 0
-    for batch in iter_tensor_batches(inputs, size, limit=limit):
-        arrays = {spec.name: _as_type(batch.arrays[spec.name], spec) for spec in specs}
-        yield Batch(arrays, tuple(str(index) for index in range(start, start + batch.size)))
-        start += batch.size
-
-
-def _as_type(array: Array, spec: TensorSpec) -> Array:
-    same_kind = array.dtype.kind == "f" and spec.dtype.kind == "f"
-    return array.astype(spec.dtype) if same_kind and array.dtype != spec.dtype else array
-
-
-def _fed(
-    batch: Batch, specs: Sequence[TensorSpec], fixed: int | None, *, is_image: bool
-) -> _Samples:
-    """The batch checked against the model's input shapes, padded to a fixed batch size."""
-    arrays = dict(batch.arrays)
-    if fixed is not None and batch.size < fixed:
-        arrays = {name: _pad(array, fixed) for name, array in arrays.items()}
-    for spec in specs:
-        check_input_shape(spec.name, spec.shape, tuple(arrays[spec.name].shape))
-    samples: tuple[Sample, ...]
-    samples = tuple(Path(name) if is_image else int(name) for name in batch.names)
-    return _Samples(arrays, samples, batch.skipped)
-
-
-def _pad(array: Array, size: int) -> Array:
-    copies = np.repeat(array[-1:], size - len(array), axis=0)
-    return np.concatenate([array, copies], axis=0)
 
 
 # --- the sweep ----------------------------------------------------------------------------------
@@ -434,15 +306,15 @@ class _Sweep:
 
     def add(self, batch: _Samples) -> None:
         """Measure one batch at every ε (one sample at a time once batches have failed)."""
-        self._state.skipped.extend(batch.skipped)
+        self._state.skipped.extend(batch.batch.skipped)
         self._splitter.run(
-            batch.count, lambda: self._measure(batch), lambda: self._add_singly(batch)
+            batch.batch.rows, lambda: self._measure(batch), lambda: self._add_singly(batch)
         )
 
     def _add_singly(self, batch: _Samples) -> None:
         for row in range(batch.count):
-            feeds = {name: array[row : row + 1] for name, array in batch.feeds.items()}
-            self._measure(_Samples(feeds, batch.samples[row : row + 1], ()))
+            one = Batch(batch.batch.sample(row), batch.batch.names[row : row + 1])
+            self._measure(_Samples(one, batch.samples[row : row + 1]))
 
     def _measure(self, batch: _Samples) -> None:
         baseline = self._scores(self._run([self._output], batch, UNPRUNED_EPS)[0], batch.count)
@@ -517,7 +389,7 @@ class _Sweep:
             totals.pruned += counted.pruned * len(tensor.layers)
             totals.elements += counted.elements * len(tensor.layers)
 
-    def report(self, loaded: LoadedModel, batch_size: int) -> AccuracyReport:
+    def report(self, loaded: LoadedModel, batch_size: int, *, padded: int) -> AccuracyReport:
         """The frozen result of everything measured so far."""
         state = self._state
         if state.samples == 0:
@@ -537,6 +409,7 @@ class _Sweep:
             pruned_layers=sum(len(tensor.layers) for tensor in self._pruned.tensors),
             skipped_inputs=tuple(state.skipped),
             not_pruned=self._pruned.not_pruned,
+            padded_samples=padded,
         )
 
 

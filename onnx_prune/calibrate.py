@@ -8,7 +8,7 @@ per-image figures).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,7 +119,7 @@ def collect_activation_stats(
     outputs = manifest.outputs()
     splitter = BatchSplitter()
     for batch in batches:
-        arrays = _run_batch(session, splitter, outputs, batch.arrays)
+        arrays = _run_batch(session, splitter, outputs, batch)
         results = dict(zip(outputs, arrays, strict=True))
         counted = {
             p.tensor: _count_probe(p, results, eps, manifest.tile, batch.size)
@@ -140,23 +140,21 @@ def collect_activation_stats(
 
 
 def _run_batch(
-    session: Session,
-    splitter: BatchSplitter,
-    outputs: Sequence[str],
-    feeds: Mapping[str, np.ndarray],
+    session: Session, splitter: BatchSplitter, outputs: Sequence[str], batch: Batch
 ) -> list[np.ndarray]:
-    """Run one batch, whole or (for models that fix their batch inside) one sample at a time."""
-    size = len(next(iter(feeds.values())))
+    """Run one batch, whole or (for models that fix their batch inside) one sample at a time;
+    the rows that pad a fixed batch are dropped (probe outputs hold samples on axis 0)."""
     if not outputs:
         return []  # session.run([]) would return every output of the model
 
     def one_by_one() -> list[np.ndarray]:
-        rows = [
-            session.run(outputs, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(size)
-        ]
+        rows = [session.run(outputs, batch.sample(row)) for row in range(batch.rows)]
         return [_join(parts) for parts in zip(*rows, strict=True)]
 
-    return splitter.run(size, lambda: session.run(outputs, feeds), one_by_one)
+    arrays = splitter.run(batch.rows, lambda: session.run(outputs, batch.arrays), one_by_one)
+    if not batch.padding:
+        return arrays
+    return [array[: batch.size] if array.ndim else array for array in arrays]
 
 
 def _join(parts: Sequence[np.ndarray]) -> np.ndarray:

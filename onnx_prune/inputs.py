@@ -19,7 +19,7 @@ import os
 import struct
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -112,25 +112,49 @@ _Decoded = tuple[str, FloatArray] | SkippedInput
 
 @dataclass(frozen=True)
 class Batch:
-    """Samples for one run: ``arrays`` maps input name to an array whose first axis is samples.
+    """Samples for one run: ``arrays`` maps input name to an array holding the samples on its
+    batch axis (``axes``; absent: axis 0; None: an input fed whole to every batch).
 
-    ``skipped`` holds the files passed over while this batch was gathered, so that summing it over
-    all batches counts every skipped file once.
+    ``names`` (and ``indexes``, the samples' numbers in their source) cover the real samples;
+    ``padding`` more rows, copies of the last sample, may follow them to fill a fixed batch.
+    ``skipped`` holds the files passed over while this batch was gathered, so that summing it
+    over all batches counts every skipped file once.
     """
 
     arrays: Mapping[str, Array]
     names: tuple[str, ...]
     skipped: tuple[SkippedInput, ...] = ()
+    axes: Mapping[str, int | None] = field(default_factory=dict)
+    indexes: tuple[int, ...] = ()
+    padding: int = 0
 
     @property
     def size(self) -> int:
-        """The number of samples in the batch."""
+        """The number of real samples in the batch (padding left out)."""
         return len(self.names)
+
+    @property
+    def rows(self) -> int:
+        """The number of samples fed, padding included."""
+        return self.size + self.padding
+
+    def axis(self, name: str) -> int | None:
+        """The batch axis of input ``name`` (None: it has none)."""
+        return self.axes.get(name, 0)
+
+    def sample(self, row: int) -> dict[str, Array]:
+        """The feeds of sample ``row`` alone (inputs without a batch axis whole)."""
+        feeds: dict[str, Array] = {}
+        for name, array in self.arrays.items():
+            axis = self.axis(name)
+            feeds[name] = array if axis is None else np.take(array, [row], axis=axis)
+        return feeds
 
 
 @dataclass(frozen=True)
 class TensorInputs:
-    """Ready tensors from an .npy/.npz file, one array per model input, samples on axis 0."""
+    """Ready tensors from an .npy/.npz file, one array per model input; ``count`` samples on
+    each array's batch axis."""
 
     path: Path
     arrays: Mapping[str, Array]
@@ -307,12 +331,15 @@ def _image_batch(
     return Batch({input_name: np.stack(images)}, tuple(names), tuple(skipped))
 
 
-def open_tensor_inputs(path: Path, input_names: Sequence[str]) -> TensorInputs:
+def open_tensor_inputs(
+    path: Path, input_names: Sequence[str], *, axes: Mapping[str, int | None] | None = None
+) -> TensorInputs:
     """Open an .npy (single-input model) or .npz (keys = input names) without reading it all.
 
     .npy files and uncompressed .npz members are memory-mapped; members of a compressed .npz
     (``np.savez_compressed``) are read whole, one per input. A one-array .npz feeds a one-input
-    model whatever its key. The first axis counts samples and must agree across inputs. Every
+    model whatever its key. ``axes`` gives each input's batch axis (absent: axis 0; None: the
+    array is no sample, e.g. a scalar); the sample counts on those axes must agree. Every
     array header is checked against the bytes that follow it before anything is read.
     """
     if not path.exists():
@@ -329,7 +356,7 @@ def open_tensor_inputs(path: Path, input_names: Sequence[str]) -> TensorInputs:
         arrays = _open_npz(path, input_names)
     else:
         raise InputDataError(f"tensor file {path} is not .npy or .npz: save it with np.save")
-    return TensorInputs(path, arrays, _sample_count(path, arrays))
+    return TensorInputs(path, arrays, _sample_count(path, arrays, axes or {}))
 
 
 # What numpy and zipfile raise for a damaged file, depending on where the damage is.
@@ -491,39 +518,34 @@ def _memmap_member(path: Path, info: zipfile.ZipInfo) -> Array:
     return _memmap(path, header, start + header.offset)
 
 
-def _sample_count(path: Path, arrays: Mapping[str, Array]) -> int:
-    counts = {name: int(array.shape[0]) if array.ndim else 0 for name, array in arrays.items()}
-    if len(set(counts.values())) != 1:
+def _sample_count(path: Path, arrays: Mapping[str, Array], axes: Mapping[str, int | None]) -> int:
+    counts = {
+        name: _count_on(path, name, array, axes.get(name, 0))
+        for name, array in arrays.items()
+        if axes.get(name, 0) is not None
+    }
+    if len(set(counts.values())) > 1:
         found = ", ".join(f"'{name}': {count}" for name, count in counts.items())
+        where = "each input's batch axis" if any(axes.values()) else "the first axis"
         raise InputDataError(
             f"{path} holds different sample counts ({found}): give every input the same "
-            "number of samples on the first axis"
+            f"number of samples on {where} (--batch-axis NAME=AXIS names another axis)"
         )
-    count = next(iter(counts.values()))
+    count = next(iter(counts.values()), 0)
     if count == 0:
         raise InputDataError(f"{path} holds no sample: put samples on the first axis")
     return count
 
 
-def iter_tensor_batches(
-    inputs: TensorInputs, batch_size: int, *, limit: int | None = None
-) -> Iterator[Batch]:
-    """Batches sliced from ``inputs`` along the first axis, read from disk batch by batch.
-
-    Sample names are ``FILE[index]``; ``limit`` caps the number of samples.
-    """
-    _check_counts(batch_size, limit)
-    total = inputs.count if limit is None else min(limit, inputs.count)
-    return (
-        _tensor_batch(inputs, start, min(start + batch_size, total))
-        for start in range(0, total, batch_size)
-    )
-
-
-def _tensor_batch(inputs: TensorInputs, start: int, stop: int) -> Batch:
-    arrays = {name: np.array(array[start:stop]) for name, array in inputs.arrays.items()}
-    names = tuple(f"{inputs.path.name}[{index}]" for index in range(start, stop))
-    return Batch(arrays, names)
+def _count_on(path: Path, name: str, array: Array, axis: int | None) -> int:
+    if axis is None or array.ndim == 0:
+        return 0
+    if axis >= array.ndim:
+        raise InputDataError(
+            f"'{name}' in {path} has shape {list(array.shape)}, no batch axis {axis}: "
+            f"save it with samples on axis {axis}, or give --batch-axis {name}=AXIS"
+        )
+    return int(array.shape[axis])
 
 
 def check_input_shape(name: str, expected: Sequence[Dim], got: tuple[int, ...]) -> None:

@@ -147,6 +147,7 @@ def analysis_document(analysis: Analysis) -> Document:
     ]
     document["preset"] = analysis.preset
     document["batch_size"] = analysis.batch_size
+    document["padded_samples"] = analysis.padded_samples
     document["tile"] = list(analysis.activations.tile)
     document.update(analysis.providers.document())
     document["summary"] = summary_document(analysis.summary)
@@ -274,6 +275,7 @@ def accuracy_document(report: AccuracyReport, *, max_drop: float | None = None) 
         "labelled": report.labelled,
         "output_kind": report.output_kind,
         "batch_size": report.batch_size,
+        "padded_samples": report.padded_samples,
         "pruned_layers": report.pruned_layers,
         **report.providers.document(),
         "baseline": {"top1": report.baseline.top1, "top5": report.baseline.top5},

@@ -351,13 +351,6 @@ def out_of_memory_advice(batch_size: int | None) -> str:
     return "out of memory: the model needs more memory than this machine has free"
 
 
-def fixed_batch(specs: Sequence[TensorSpec]) -> int | None:
-    """The batch size the inputs fix in their first dim, or None when it is free (or unclear)."""
-    first_dims = (spec.shape[0] for spec in specs if spec.shape)
-    fixed = {dim for dim in first_dims if isinstance(dim, int) and dim > 0}
-    return next(iter(fixed)) if len(fixed) == 1 else None
-
-
 Result = TypeVar("Result")
 
 

@@ -25,9 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from onnx_prune.analysis import Analysis, Calibration, SessionFactory, analyze_model
+from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.baseline import Comparison, ModelFigures
 from onnx_prune.errors import InputDataError, OnnxPruneError
+from onnx_prune.feeds import SampleSource, SessionFactory
 from onnx_prune.jsondoc import Document, analysis_document
 from onnx_prune.load import load_model
 from onnx_prune.runtime import (
@@ -55,7 +56,7 @@ class ZooJob:
     """How to analyse one model: tensors come from ``inputs_dir`` when set, else images."""
 
     model: ZooModel
-    calibration: Calibration
+    calibration: SampleSource
     eps: tuple[float, ...]
     inputs_dir: Path | None = None
     threads: int | None = None
@@ -284,15 +285,25 @@ def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
-def _calibration_for(job: ZooJob) -> Calibration:
-    """The job's calibration, with its tensor file found, or ``--size`` dropped for a model that
-    fixes its own height and width (``--size`` only fills sizes a model leaves free)."""
+def _calibration_for(job: ZooJob) -> SampleSource:
+    """The job's samples, with its tensor file found, or ``--size`` dropped for a model that
+    fixes its own height and width (``--size`` only fills sizes a model leaves free).
+    ``--batch-axis`` names that are not inputs of this model are left out for it."""
     calibration = job.calibration
+    if calibration.batch_axes:
+        names = _input_names(job.model.path)
+        axes = tuple((name, axis) for name, axis in calibration.batch_axes if name in names)
+        calibration = replace(calibration, batch_axes=axes)
     if job.inputs_dir is not None:
         return replace(calibration, images=(), tensors=find_model_inputs(job.inputs_dir, job.model))
     if calibration.size is not None and _fixes_image_size(job.model.path):
         return replace(calibration, size=None)
     return calibration
+
+
+def _input_names(path: Path) -> set[str]:
+    graph = load_model(path).model.graph
+    return {value.name for value in graph.input}
 
 
 def _fixes_image_size(path: Path) -> bool:

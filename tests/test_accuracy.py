@@ -18,14 +18,13 @@ from onnx_prune import runtime
 from onnx_prune.accuracy import (
     AccuracyReport,
     EpsAccuracy,
-    ImageSource,
-    TensorSource,
     TopK,
     measure_accuracy,
 )
 from onnx_prune.cli import DEFAULT_MODEL, main
 from onnx_prune.data import EMBEDDED_IMAGES, IMAGENET_SYNSETS
 from onnx_prune.errors import InputDataError, UnsupportedModelError
+from onnx_prune.feeds import SampleSource
 from onnx_prune.inputs import PRESETS, SkippedInput
 from onnx_prune.jsondoc import accuracy_document
 from onnx_prune.labels import Labels, load_labels, read_synsets
@@ -107,6 +106,9 @@ def images_tensor(colours: Sequence[tuple[int, int, int]]) -> np.ndarray:
     return np.broadcast_to(values, (len(colours), 3, 2, 2)).astype(np.float32)
 
 
+_SOURCE_OPTIONS = ("batch_size", "limit", "strict", "batch_axes")
+
+
 def measure(
     tmp_path: Path,
     model: onnx.ModelProto,
@@ -120,7 +122,8 @@ def measure(
     if labels is None and labelled:
         labels = load_labels(write_csv(tmp_path))
     loaded = load_model(save(model, tmp_path))
-    source = ImageSource((images,), DARKNET)
+    feeding = {key: options.pop(key) for key in _SOURCE_OPTIONS if key in options}
+    source = SampleSource(images=(images,), preset="darknet", **feeding)
     options.setdefault("model_inputs", True)  # the tiny classifier's only conv reads the image
     return measure_accuracy(loaded, source, eps=EPS, labels=labels, **options)
 
@@ -180,9 +183,8 @@ def test_tensor_inputs_with_labels_by_sample_index(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", images_tensor(colours))
     labels = load_labels(write_csv(tmp_path, "0,0\n1,1\n2,1\n"))
     loaded = load_model(save(classifier(), tmp_path))
-    report = measure_accuracy(
-        loaded, TensorSource(tmp_path / "x.npy"), eps=EPS, labels=labels, batch_size=2
-    )
+    source = SampleSource(tensors=tmp_path / "x.npy", batch_size=2)
+    report = measure_accuracy(loaded, source, eps=EPS, labels=labels)
     assert (report.samples, report.labelled) == (3, 3)
     assert [r.top1 for r in report.results] == [1.0, 1.0, pytest.approx(2 / 3)]
 
@@ -199,6 +201,7 @@ def test_fixed_batch_models_run_with_their_batch(tmp_path: Path, batch: int) -> 
     expected = measure(tmp_path / "dynamic", classifier())
     report = measure(tmp_path / "fixed", classifier(batch=batch), batch_size=8)
     assert report.batch_size == batch
+    assert report.padded_samples == (batch - 5 % batch) % batch  # five images
     assert _numbers(report) == _numbers(expected)
 
 
@@ -231,16 +234,22 @@ class RecordingSession:
 def test_one_session_runs_the_baseline_then_each_eps_per_batch(tmp_path: Path) -> None:
     sessions: list[RecordingSession] = []
 
-    def open_session(source: runtime.ModelSource) -> runtime.Session:
-        sessions.append(RecordingSession(runtime.open_session(source)))
+    def open_session(
+        source: runtime.ModelSource, options: runtime.SessionOptions
+    ) -> runtime.Session:
+        sessions.append(RecordingSession(runtime.open_session(source, options)))
         return sessions[-1]
 
-    done: list[int] = []
-    measure(tmp_path, classifier(), batch_size=2, open_session=open_session, on_batch=done.append)
+    done: list[tuple[int, int]] = []
+
+    def progress(samples: int, total: int) -> None:
+        done.append((samples, total))
+
+    measure(tmp_path, classifier(), batch_size=2, session_factory=open_session, progress=progress)
     (session,) = sessions
     assert session.eps == [float(np.float32(e)) for e in (-1.0, *EPS)] * 3
     assert session.rows == [2] * 8 + [1] * 4
-    assert done == [2, 4, 5]
+    assert done == [(2, 5), (4, 5), (5, 5)]
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -312,7 +321,9 @@ def test_wordnet_tree_labels_its_own_images(tmp_path: Path) -> None:
     assert labels.label_for(root / "n01443537" / "dim.png") == 1
     assert labels.label_for(root / "unsorted" / "blue.png") is None
     loaded = load_model(save(classifier(), tmp_path))
-    report = measure_accuracy(loaded, ImageSource((root,), DARKNET), eps=EPS, labels=labels)
+    report = measure_accuracy(
+        loaded, SampleSource(images=(root,), preset="darknet"), eps=EPS, labels=labels
+    )
     assert (report.samples, report.labelled) == (4, 3)
     assert [r.top1 for r in report.results] == [1.0, 1.0, pytest.approx(2 / 3)]
 
@@ -476,14 +487,16 @@ def test_opset_8_model_is_refused(tmp_path: Path) -> None:
     model.opset_import[0].version = 8
     loaded = load_model(save(model, tmp_path))
     with pytest.raises(UnsupportedModelError, match="ε-pruning needs opset 9 or later"):
-        measure_accuracy(loaded, ImageSource((write_images(tmp_path / "i"),), DARKNET))
+        measure_accuracy(loaded, SampleSource(images=(write_images(tmp_path / "i"),)))
 
 
 @pytest.mark.slow
 def test_embedded_model_at_eps_zero_agrees_exactly() -> None:
     loaded = load_model(DEFAULT_MODEL)
-    source = ImageSource((EMBEDDED_IMAGES,), PRESETS["efficientnet-lite"])
-    report = measure_accuracy(loaded, source, eps=(0.0, 0.1), limit=2, batch_size=2)
+    source = SampleSource(
+        images=(EMBEDDED_IMAGES,), preset="efficientnet-lite", limit=2, batch_size=2
+    )
+    report = measure_accuracy(loaded, source, eps=(0.0, 0.1))
     assert report.samples == 2 and report.pruned_layers == 49  # all but the one reading the image
     assert report.results[0].agreement == 1.0 and report.results[0].kl == 0.0
     assert 0.0 < report.results[0].saved_fraction < report.results[1].saved_fraction < 1.0

@@ -12,12 +12,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnx_prune.analysis import Analysis, Calibration, analyze_model
+from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.bandwidth import (
     GRANULARITIES,
     BandwidthReport,
     estimate_bandwidth,
 )
+from onnx_prune.feeds import SampleSource
 from onnx_prune.jsondoc import (
     analysis_document,
     bandwidth_layer_document,
@@ -103,7 +104,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> tuple[onnx.ModelProto, 
     folder = tmp_path_factory.mktemp("network")
     model = network_model()
     np.save(folder / "inputs.npy", network_inputs())
-    calibration = Calibration(tensors=folder / "inputs.npy", batch_size=2)
+    calibration = SampleSource(tensors=folder / "inputs.npy", batch_size=2)
     analysis = analyze_model(save(model, folder), calibration, eps=EPS, tile=TILE)
     return model, analysis
 
@@ -325,7 +326,7 @@ def test_quantized_weight_is_one_byte_a_value(tmp_path: Path) -> None:
         initializers,
     )
     np.save(tmp_path / "x.npy", np.ones((1, 3, 8, 8), np.float32))
-    calibration = Calibration(tensors=tmp_path / "x.npy")
+    calibration = SampleSource(tensors=tmp_path / "x.npy")
     analysis = analyze_model(save(model, tmp_path), calibration, eps=EPS)
     report = estimate_bandwidth(model, analysis.layers, analysis.activations, analysis.weights)
     (layer,) = report.layers
@@ -352,7 +353,7 @@ def test_heavy_op_without_constant_weight_is_not_analysed(tmp_path: Path) -> Non
         initializers,
     )
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
-    analysis = analyze_model(save(model, tmp_path), Calibration(tensors=tmp_path / "x.npy"))
+    analysis = analyze_model(save(model, tmp_path), SampleSource(tensors=tmp_path / "x.npy"))
     report = estimate_bandwidth(model, analysis.layers, analysis.activations, analysis.weights)
     assert [layer.name for layer in report.layers] == ["dense"]
     assert report.layers[0].macs == 16

@@ -15,6 +15,7 @@ from PIL import Image
 
 from onnx_prune import inputs
 from onnx_prune.errors import InputDataError
+from onnx_prune.feeds import Feeder, SampleSource
 from onnx_prune.inputs import (
     PRESETS,
     Batch,
@@ -25,10 +26,10 @@ from onnx_prune.inputs import (
     get_preset,
     image_size_for,
     iter_image_batches,
-    iter_tensor_batches,
     load_image,
     open_tensor_inputs,
 )
+from onnx_prune.runtime import TensorSpec
 
 DARKNET = PRESETS["darknet"]
 ORANGE = (200, 100, 50)
@@ -353,12 +354,14 @@ def test_npy_is_memory_mapped_and_sliced_in_batches(tmp_path: Path) -> None:
     tensors = open_tensor_inputs(tmp_path / "data.npy", ["x"])
     assert isinstance(tensors.arrays["x"], np.memmap)
     assert tensors.count == 5
-    batches = list(iter_tensor_batches(tensors, 2))
+    x = TensorSpec("x", np.dtype(np.float32), ("N", 3, 2, 2))
+    batches = list(Feeder(SampleSource(tensors=tmp_path / "data.npy", batch_size=2), [x]).batches())
     assert sizes(batches) == [2, 2, 1]
     assert batches[2].names == ("data.npy[4]",)
     assert not isinstance(batches[0].arrays["x"], np.memmap)  # a batch is an ordinary array
     np.testing.assert_array_equal(np.concatenate([b.arrays["x"] for b in batches]), data)
-    assert sizes(list(iter_tensor_batches(tensors, 2, limit=3))) == [2, 1]
+    limited = SampleSource(tensors=tmp_path / "data.npy", batch_size=2, limit=3)
+    assert sizes(list(Feeder(limited, [x]).batches())) == [2, 1]
 
 
 def test_uncompressed_npz_members_are_memory_mapped(tmp_path: Path) -> None:
@@ -370,7 +373,11 @@ def test_uncompressed_npz_members_are_memory_mapped(tmp_path: Path) -> None:
     assert all(isinstance(array, np.memmap) for array in tensors.arrays.values())
     np.testing.assert_array_equal(tensors.arrays["image"], image)
     np.testing.assert_array_equal(tensors.arrays["gpu_0/scale"], scale)
-    (batch,) = iter_tensor_batches(tensors, 8)
+    specs = [
+        TensorSpec("image", np.dtype(np.float32), ("N", 3, 5, 5)),
+        TensorSpec("gpu_0/scale", np.dtype(np.int64), ("N", 2)),
+    ]
+    (batch,) = Feeder(SampleSource(tensors=tmp_path / "data.npz"), specs).batches()
     assert set(batch.arrays) == {"image", "gpu_0/scale"} and batch.size == 4
 
 
@@ -416,7 +423,7 @@ def test_sample_counts_must_agree(tmp_path: Path) -> None:
         open_tensor_inputs(path, ["a", "b"])
     assert str(caught.value) == (
         f"{path} holds different sample counts ('a': 4, 'b': 3): give every input the same "
-        "number of samples on the first axis"
+        "number of samples on the first axis (--batch-axis NAME=AXIS names another axis)"
     )
 
 

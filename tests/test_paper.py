@@ -17,9 +17,10 @@ from types import ModuleType
 import pytest
 from rich.console import Console
 
-from onnx_prune.analysis import Calibration, analyze_model
+from onnx_prune.analysis import analyze_model
 from onnx_prune.darknet import write_random_weights
 from onnx_prune.data import DARKNET_CFG_DIR
+from onnx_prune.feeds import SampleSource
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SCRIPT = REPOSITORY / "models" / "paper.py"
@@ -137,7 +138,7 @@ def test_conv_figures_are_the_summary_of_an_all_conv_network(
     tiny = next(network for network in paper.NETWORKS if network.key == "tiny")
     subject = paper.prepare(tiny, options, tmp_path)
     images = tuple(paper.IMAGES / name for name in paper.PHOTOS[:2])
-    calibration = Calibration(images=images, preset="darknet", batch_size=1)
+    calibration = SampleSource(images=images, preset="darknet", batch_size=1)
     analysis = analyze_model(subject.path, calibration, eps=paper.EPS, bits=16)
     figures = paper.conv_figures(analysis)
     assert figures.conv_layers == figures.compute_layers == 16

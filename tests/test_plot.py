@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnx_prune.analysis import Analysis, Calibration, analyze_model
+from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.bandwidth import BandwidthReport, estimate_bandwidth
 from onnx_prune.errors import MissingExtraError
+from onnx_prune.feeds import SampleSource
 from onnx_prune.plot import plot_analysis
 from tests.builders import conv_relu_model, conv_weight, save
 
@@ -36,7 +37,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Analysis, Bandwi
     inputs = np.random.default_rng(0).uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32)
     np.save(folder / "x.npy", inputs)
     analysis = analyze_model(
-        save(model, folder), Calibration(tensors=folder / "x.npy"), eps=(0.0, 0.1, 0.2)
+        save(model, folder), SampleSource(tensors=folder / "x.npy"), eps=(0.0, 0.1, 0.2)
     )
     report = estimate_bandwidth(model, analysis.layers, analysis.activations, analysis.weights)
     return analysis, report

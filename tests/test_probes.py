@@ -11,9 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_prune.analysis import Analysis, Calibration, analyze_model
+from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.constants import ConstantResolver
-from onnx_prune.errors import InputDataError, UnsupportedModelError
+from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.feeds import DEFAULT_EPS, SampleSource
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import load_model
 from onnx_prune.probes import add_probes, probed_tensors
@@ -124,7 +125,7 @@ def _check_against_numpy(analysis: Analysis, model_path: Path, x: np.ndarray) ->
 def test_counts_match_numpy_at_each_opset(tmp_path: Path, opset: int) -> None:
     model_path = save(two_conv_model(opset=opset), tmp_path)
     inputs = _inputs(tmp_path)
-    analysis = analyze_model(model_path, Calibration(tensors=inputs, batch_size=4), eps=EPS)
+    analysis = analyze_model(model_path, SampleSource(tensors=inputs, batch_size=4), eps=EPS)
     assert analysis.activations.samples == 11
     _check_against_numpy(analysis, model_path, np.load(inputs))
     relu1 = analysis.activations.tensors["r1"]
@@ -134,7 +135,7 @@ def test_counts_match_numpy_at_each_opset(tmp_path: Path, opset: int) -> None:
 def test_tile_counts_match_numpy(tmp_path: Path) -> None:
     model_path = save(two_conv_model(), tmp_path)
     inputs = _inputs(tmp_path)
-    analysis = analyze_model(model_path, Calibration(tensors=inputs), eps=EPS, tile=(3, 3))
+    analysis = analyze_model(model_path, SampleSource(tensors=inputs), eps=EPS, tile=(3, 3))
     pulled = _pull(model_path, ["x", "r1", "r2"], np.load(inputs))
     for tensor in ("x", "r1", "r2"):
         stats = analysis.activations.tensors[tensor]
@@ -160,7 +161,7 @@ def test_probe_pass_keeps_outputs_and_does_not_touch_the_input(tmp_path: Path) -
 
 def test_summary_figures(tmp_path: Path) -> None:
     model_path = save(two_conv_model(), tmp_path)
-    analysis = analyze_model(model_path, Calibration(tensors=_inputs(tmp_path)), eps=EPS)
+    analysis = analyze_model(model_path, SampleSource(tensors=_inputs(tmp_path)), eps=EPS)
     stats = analysis.activations.tensors
     ofm = [stats[layer.ofm] for layer in analysis.layers]
     for k in range(len(EPS)):
@@ -176,7 +177,7 @@ def test_constant_node_weights_and_ir3(tmp_path: Path) -> None:
     model = two_conv_model(constant_nodes=True, opset=9)
     model_path = save(model, tmp_path)
     inputs = _inputs(tmp_path)
-    analysis = analyze_model(model_path, Calibration(tensors=inputs), eps=EPS)
+    analysis = analyze_model(model_path, SampleSource(tensors=inputs), eps=EPS)
     assert [layer.name for layer in analysis.layers] == ["conv1", "conv2", "fc"]
     assert analysis.weights.layers[0].weight.zero_filters == 1
     _check_against_numpy(analysis, model_path, np.load(inputs))
@@ -194,7 +195,7 @@ def test_external_data_model(tmp_path: Path) -> None:
         size_threshold=0,
     )
     inputs = _inputs(tmp_path)
-    analysis = analyze_model(path, Calibration(tensors=inputs), eps=EPS)
+    analysis = analyze_model(path, SampleSource(tensors=inputs), eps=EPS)
     _check_against_numpy(analysis, path, np.load(inputs))
     assert sorted(p.name for p in folder.iterdir()) == ["ext.data", "ext.onnx"]
 
@@ -216,7 +217,7 @@ def test_batch_fixed_inside_the_graph_falls_back_to_single_samples(tmp_path: Pat
     )
     inputs = _inputs(tmp_path, samples=5)
     analysis = analyze_model(
-        save(model, tmp_path), Calibration(tensors=inputs, batch_size=4), eps=EPS
+        save(model, tmp_path), SampleSource(tensors=inputs, batch_size=4), eps=EPS
     )
     assert analysis.activations.samples == 5
     assert analysis.activations.tensors["r"].elements == 5 * 4 * 64
@@ -230,7 +231,7 @@ def test_light_resnet50_runs_at_its_fixed_batch(tmp_path: Path) -> None:
     path = Path(LIGHT) / "light_resnet50.onnx"
     x = np.random.default_rng(0).uniform(0, 1, (2, 3, 224, 224)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    calibration = Calibration(tensors=tmp_path / "x.npy", batch_size=8)
+    calibration = SampleSource(tensors=tmp_path / "x.npy", batch_size=8)
     analysis = analyze_model(path, calibration, eps=(0.0,))
     assert analysis.batch_size == 1
     assert analysis.activations.samples == 2
@@ -268,7 +269,7 @@ def test_boundary_values_are_counted_inclusively(tmp_path: Path) -> None:
     )
     np.save(tmp_path / "x.npy", x)
     analysis = analyze_model(
-        save(model, tmp_path), Calibration(tensors=tmp_path / "x.npy"), eps=EPS
+        save(model, tmp_path), SampleSource(tensors=tmp_path / "x.npy"), eps=EPS
     )
     stats = analysis.activations.tensors["x"]
     assert stats.zeros == _expected(x, EPS)["zeros"]
@@ -296,7 +297,7 @@ def test_embedded_model_counts_match_numpy(tmp_path: Path) -> None:
     ]
     x = np.stack(photos)
     np.save(tmp_path / "x.npy", x)
-    analysis = analyze_model(DEFAULT_MODEL, Calibration(tensors=tmp_path / "x.npy"), eps=EPS)
+    analysis = analyze_model(DEFAULT_MODEL, SampleSource(tensors=tmp_path / "x.npy"), eps=EPS)
     assert len(analysis.layers) == 50
     _check_against_numpy(analysis, DEFAULT_MODEL, x)
 
@@ -325,7 +326,7 @@ def test_quantized_feature_maps_are_zero_at_their_zero_point(tmp_path: Path) -> 
     np.save(tmp_path / "x.npy", x)
     eps = (0.0, 0.1)
     path = save(model, tmp_path)
-    analysis = analyze_model(path, Calibration(tensors=tmp_path / "x.npy"), eps=eps)
+    analysis = analyze_model(path, SampleSource(tensors=tmp_path / "x.npy"), eps=eps)
     real = (x.astype(np.float64) - 128) * np.float32(0.05)
     expected = tuple(int(np.count_nonzero(np.abs(real).astype(np.float32) <= e)) for e in eps)
     assert analysis.activations.tensors["x"].zeros == expected
@@ -346,7 +347,7 @@ def test_a_map_without_a_leading_batch_axis_is_a_clear_error(tmp_path: Path) -> 
     )
     np.save(tmp_path / "x.npy", np.ones((6, 2), np.float32))
     with pytest.raises(UnsupportedModelError, match="its first axis is not the batch"):
-        analyze_model(save(model, tmp_path), Calibration(tensors=tmp_path / "x.npy"), eps=EPS)
+        analyze_model(save(model, tmp_path), SampleSource(tensors=tmp_path / "x.npy"), eps=EPS)
 
 
 def test_tiles_are_counted_when_height_and_width_are_symbolic(tmp_path: Path) -> None:
@@ -365,7 +366,7 @@ def test_tiles_are_counted_when_height_and_width_are_symbolic(tmp_path: Path) ->
     x[0, :, :8, :8] = 0.0
     np.save(tmp_path / "x.npy", x)
     path = save(model, tmp_path)
-    analysis = analyze_model(path, Calibration(tensors=tmp_path / "x.npy"), eps=EPS, tile=(8, 8))
+    analysis = analyze_model(path, SampleSource(tensors=tmp_path / "x.npy"), eps=EPS, tile=(8, 8))
     assert {
         p.kind for p in add_probes(load_model(path).model, analysis.layers, eps=EPS).manifest.probes
     } == {"tensor"}
@@ -404,14 +405,14 @@ def test_infinite_values_are_a_clear_error(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", x)
     path = save(two_conv_model(), tmp_path)
     with pytest.raises(UnsupportedModelError, match="NaN or infinite values"):
-        analyze_model(path, Calibration(tensors=tmp_path / "x.npy"), eps=EPS)
+        analyze_model(path, SampleSource(tensors=tmp_path / "x.npy"), eps=EPS)
 
 
 def test_unoptimized_run_gives_the_same_counts_on_a_graph_without_fusions(tmp_path: Path) -> None:
     path = save(two_conv_model(), tmp_path)
     inputs = _inputs(tmp_path)
     runs = [
-        analyze_model(path, Calibration(tensors=inputs), eps=EPS, optimize=optimize)
+        analyze_model(path, SampleSource(tensors=inputs), eps=EPS, optimize=optimize)
         for optimize in (True, False)
     ]
     assert runs[0].activations.tensors == runs[1].activations.tensors
@@ -469,10 +470,16 @@ def test_gated_activations_end_the_chain_after_the_product(
     assert layer.ofm == ofm
 
 
-def test_a_batch_fixed_above_one_needs_whole_batches(tmp_path: Path) -> None:
-    model_path = save(two_conv_model(batch=4), tmp_path)
-    with pytest.raises(InputDataError, match="give --limit 8 \\(a multiple of 4\\)"):
-        analyze_model(model_path, Calibration(tensors=_inputs(tmp_path, samples=11)), eps=EPS)
-    calibration = Calibration(tensors=_inputs(tmp_path, samples=11), limit=8)
-    analysis = analyze_model(model_path, calibration, eps=EPS)
-    assert (analysis.batch_size, analysis.activations.samples) == (4, 8)
+def test_a_batch_fixed_above_one_pads_the_last_batch_and_drops_the_copies(tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path, samples=11)
+    fixed = analyze_model(save(two_conv_model(batch=4), tmp_path), SampleSource(tensors=inputs))
+    free = analyze_model(
+        save(two_conv_model(), tmp_path, "free.onnx"), SampleSource(tensors=inputs, batch_size=4)
+    )
+    assert (fixed.batch_size, fixed.activations.samples, fixed.padded_samples) == (4, 11, 1)
+    assert free.padded_samples == 0
+    assert fixed.activations.tensors == free.activations.tensors
+    assert fixed.activations.per_sample == free.activations.per_sample
+    x = np.load(inputs)
+    expected = [int(np.count_nonzero(np.abs(x) <= e)) for e in DEFAULT_EPS]
+    assert list(fixed.activations.tensors["x"].zeros) == expected

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from onnx_prune.errors import UnsupportedModelError
-from onnx_prune.runtime import BatchSplitter, TensorSpec, fixed_batch
+from onnx_prune.runtime import BatchSplitter
 
 
 def _failing() -> str:
@@ -40,18 +39,3 @@ def test_a_failure_after_whole_batches_worked_is_real() -> None:
 def test_a_single_sample_failure_is_not_retried() -> None:
     with pytest.raises(UnsupportedModelError):
         BatchSplitter().run(1, _failing, lambda: "rows")
-
-
-@pytest.mark.parametrize(
-    ("shapes", "expected"),
-    [
-        ([("N", 3)], None),
-        ([(1, 3)], 1),
-        ([(4, 3), (4, 2)], 4),
-        ([(4, 3), (2, 3)], None),
-        ([()], None),
-    ],
-)
-def test_fixed_batch(shapes: list[tuple[int | str, ...]], expected: int | None) -> None:
-    specs = [TensorSpec(f"x{i}", np.dtype(np.float32), shape) for i, shape in enumerate(shapes)]
-    assert fixed_batch(specs) == expected

@@ -13,7 +13,7 @@ import pytest
 from onnx import helper, numpy_helper
 from PIL import Image
 
-from onnx_prune.analysis import Calibration, analyze_model
+from onnx_prune.analysis import analyze_model
 from onnx_prune.baseline import (
     Baseline,
     BaselineModel,
@@ -25,6 +25,7 @@ from onnx_prune.baseline import (
 from onnx_prune.cli import main
 from onnx_prune.data import DATA_DIR
 from onnx_prune.errors import InputDataError
+from onnx_prune.feeds import SampleSource
 from onnx_prune.report.zoo import format_zoo, format_zoo_markdown
 from onnx_prune.zoo import (
     ZooJob,
@@ -307,7 +308,7 @@ def _outcome(tmp_path: Path) -> ZooOutcome:
     for stem in ("new", "broken"):
         _write_inputs(inputs, stem)
     eps = (0.0, 0.1, 0.5)
-    jobs = [ZooJob(model, Calibration(), eps, inputs_dir=inputs) for model in find_models([zoo])]
+    jobs = [ZooJob(model, SampleSource(), eps, inputs_dir=inputs) for model in find_models([zoo])]
     results = run_zoo(jobs)
     comparison = compare_to_baseline(figures_by_key(results), read_baseline(baseline), eps=eps)
     return ZooOutcome(eps=eps, results=results, comparison=comparison)
@@ -383,7 +384,7 @@ def test_jobs_2_gives_the_same_results_as_jobs_1(
 def test_load_figures_come_from_the_bandwidth_model(tmp_path: Path) -> None:
     path = save(two_conv_model([1, 4]), tmp_path, "a.onnx")
     _write_inputs(tmp_path, "a")
-    analysis = analyze_model(path, Calibration(tensors=tmp_path / "a.npy"), eps=(0.0, 0.5))
+    analysis = analyze_model(path, SampleSource(tensors=tmp_path / "a.npy"), eps=(0.0, 0.5))
     figures = model_figures(analysis)
     assert figures.load_saved == analysis.bandwidth.total.saved_share("channel")
     assert figures.ifm_load_share == analysis.bandwidth.total.ifm_share

@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from onnx_prune.accuracy import (
-    DEFAULT_EPS,
-    ImageSource,
-    SampleSource,
-    TensorSource,
-    measure_accuracy,
-)
+from onnx_prune.accuracy import measure_accuracy
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
     is_embedded,
@@ -35,11 +29,12 @@ from onnx_prune.cli import (
 from onnx_prune.cli.analyze import (
     DEFAULT_MODEL_PRESET,
     add_calibration_arguments,
+    batch_axes_from,
     check_calibration_outputs,
 )
 from onnx_prune.epsmap import read_eps_map
 from onnx_prune.errors import InputDataError
-from onnx_prune.inputs import get_preset
+from onnx_prune.feeds import DEFAULT_EPS, SampleSource
 from onnx_prune.jsondoc import accuracy_document
 from onnx_prune.labels import Labels, image_files, load_labels
 from onnx_prune.load import load_model
@@ -73,10 +68,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             eps=args.eps,
             granularity=args.granularity,
             labels=labels,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            strict=args.strict,
-            on_batch=lambda done: progress.update(task, done=done),
+            progress=lambda done, _total: progress.update(task, done=done),
             providers=providers_from(args),
             eps_map=eps_map,
         )
@@ -95,15 +87,29 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _source(args: argparse.Namespace, labels: Labels | None, *, embedded: bool) -> SampleSource:
-    if args.inputs is not None:
-        return TensorSource(args.inputs)
-    preset = get_preset(args.preset or (DEFAULT_MODEL_PRESET if embedded else OTHER_MODELS_PRESET))
+    preset = args.preset or (DEFAULT_MODEL_PRESET if embedded else OTHER_MODELS_PRESET)
+    images: tuple[Path, ...] = ()
+    if args.inputs is None:
+        images = _images(args, labels, embedded=embedded)
+    return SampleSource(
+        images=images,
+        tensors=args.inputs,
+        preset=preset,
+        size=args.size,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        strict=args.strict,
+        batch_axes=batch_axes_from(args),
+    )
+
+
+def _images(args: argparse.Namespace, labels: Labels | None, *, embedded: bool) -> tuple[Path, ...]:
     if args.images:
-        return ImageSource(tuple(args.images), preset, args.size)
+        return tuple(args.images)
     if labels is not None and labels.kind == "tree":
-        return ImageSource(tuple(image_files(labels)), preset, args.size)
+        return tuple(image_files(labels))
     if embedded:
-        return ImageSource((DEFAULT_IMAGES,), preset, args.size)
+        return (DEFAULT_IMAGES,)
     raise InputDataError(
         "no samples: give --images DIR|FILE..., --inputs X.npz, or --labels DIR with "
         "WordNet-id subfolders holding the images"

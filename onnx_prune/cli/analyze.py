@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from onnx_prune.analysis import DEFAULT_EPS, Analysis, Calibration, analyze_model
+from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
     add_provider_arguments,
@@ -31,6 +31,7 @@ from onnx_prune.cli import (
 )
 from onnx_prune.epsmap import EpsMap, map_savings, merged_eps, read_eps_map
 from onnx_prune.errors import InputDataError
+from onnx_prune.feeds import DEFAULT_EPS, BatchAxes, SampleSource, parse_batch_axis
 from onnx_prune.files import check_outputs
 from onnx_prune.inputs import PRESETS
 from onnx_prune.jsondoc import analysis_document, map_savings_document
@@ -93,15 +94,42 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", type=parse_size, help="image size HxW when the model's is not fixed"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="default 8")
-    parser.add_argument("--limit", type=positive_int, help="use at most N samples")
+    add_batch_arguments(parser)
     parser.add_argument(
         "--strict", action="store_true", help="an unreadable image is an error, not skipped"
     )
     add_provider_arguments(parser)
 
 
-def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
+def batch_axis(text: str) -> tuple[str, int | None]:
+    """One ``--batch-axis NAME=AXIS``."""
+    try:
+        return parse_batch_axis(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """--batch-size, --limit and --batch-axis, the same on every command that feeds samples."""
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="default 8")
+    parser.add_argument("--limit", type=positive_int, help="use the first N samples only")
+    parser.add_argument(
+        "--batch-axis",
+        type=batch_axis,
+        action="append",
+        default=[],
+        metavar="NAME=AXIS",
+        help="input NAME holds samples on AXIS (none: no batch axis, fed whole to every batch); "
+        "default: the axis of the dim the inputs share, or 0",
+    )
+
+
+def batch_axes_from(args: argparse.Namespace) -> BatchAxes:
+    """The --batch-axis overrides, the last one winning for a name given twice."""
+    return tuple(dict(args.batch_axis).items())
+
+
+def calibration_from(args: argparse.Namespace, model: Path) -> SampleSource:
     """The calibration source the flags describe (embedded photos for the embedded model)."""
     images = tuple(args.images or ())
     if not images and args.inputs is None:
@@ -111,7 +139,7 @@ def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
             )
         images = (DEFAULT_IMAGES,)
     default_preset = DEFAULT_MODEL_PRESET if is_embedded(model) else "imagenet"
-    return Calibration(
+    return SampleSource(
         images=images,
         tensors=args.inputs,
         preset=args.preset or default_preset,
@@ -119,6 +147,7 @@ def calibration_from(args: argparse.Namespace, model: Path) -> Calibration:
         batch_size=args.batch_size,
         limit=args.limit,
         strict=args.strict,
+        batch_axes=batch_axes_from(args),
     )
 
 

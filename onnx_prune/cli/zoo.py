@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from onnx_prune.analysis import DEFAULT_EPS, Calibration
 from onnx_prune.baseline import (
     DEFAULT_TOLERANCE,
     check_baseline_eps,
@@ -35,8 +34,15 @@ from onnx_prune.cli import (
     providers_from,
     write_json,
 )
-from onnx_prune.cli.analyze import DEFAULT_MODEL_PRESET, parse_size, positive_int
+from onnx_prune.cli.analyze import (
+    DEFAULT_MODEL_PRESET,
+    add_batch_arguments,
+    batch_axes_from,
+    parse_size,
+    positive_int,
+)
 from onnx_prune.errors import InputDataError, OutputPathError
+from onnx_prune.feeds import DEFAULT_EPS, SampleSource
 from onnx_prune.files import check_outputs, write_text
 from onnx_prune.inputs import PRESETS, find_images
 from onnx_prune.jsondoc import baseline_text, zoo_document
@@ -140,13 +146,14 @@ def _job(
 ) -> ZooJob:
     """The job for one model; the embedded model keeps its own preset unless --preset is given."""
     embedded = is_embedded(model.path)
-    calibration = Calibration(
+    calibration = SampleSource(
         images=images,
         preset=args.preset or (DEFAULT_MODEL_PRESET if embedded else "imagenet"),
         size=args.size,
         batch_size=args.batch_size,
         limit=args.limit,
         strict=args.strict,
+        batch_axes=batch_axes_from(args),
     )
     return ZooJob(
         model=model,
@@ -273,8 +280,7 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HxW",
         help="image size for models whose height and width are free (others keep their own)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="default 8")
-    parser.add_argument("--limit", type=positive_int, help="use at most N samples per model")
+    add_batch_arguments(parser)
     parser.add_argument(
         "--strict", action="store_true", help="an unreadable image is an error, not skipped"
     )

@@ -110,4 +110,11 @@ def _notes(report: AccuracyReport) -> list[RenderableType]:
         notes.append(Text(f"skipped {count} unreadable input{'s' * (count != 1)}: {names}"))
     for item in report.not_pruned:
         notes.append(Text(f"not pruned: '{item.tensor}' ({item.reason})"))
+    if report.padded_samples:
+        notes.append(
+            Text(
+                f"the model fixes its batch at {report.batch_size}: the last batch was padded "
+                f"with {report.padded_samples} copies of its last sample, not counted"
+            )
+        )
     return notes

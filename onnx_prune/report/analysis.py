@@ -105,6 +105,8 @@ def _source(analysis: Analysis) -> str:
     skipped = len(analysis.skipped_inputs)
     source = f"preset {analysis.preset}" if analysis.preset else "tensors"
     source += f", batch {analysis.batch_size}"
+    if analysis.padded_samples:
+        source += f" (last batch padded with {analysis.padded_samples} copies, not counted)"
     return source + (f", {skipped} unreadable skipped" if skipped else "")
 
 
