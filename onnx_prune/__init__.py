@@ -2,15 +2,15 @@
 
 The library entry points, one per command; each returns a frozen dataclass and prints nothing::
 
-    from onnx_prune import Calibration, analyze_model, count_zero_weights, load_model
+    from onnx_prune import SampleSource, analyze_model, count_zero_weights, load_model
 
     weights = count_zero_weights(load_model("model.onnx"), eps=(0.0, 1e-3))
-    analysis = analyze_model(Path("model.onnx"), Calibration(images=(Path("photos"),)))
+    analysis = analyze_model(Path("model.onnx"), SampleSource(images=(Path("photos"),)))
 
 - ``count_zero_weights`` (``onnx-prune weights``): a ``WeightReport`` of a ``LoadedModel``.
-- ``analyze_model`` (``onnx-prune analyze``): an ``Analysis`` from a ``Calibration``.
-- ``measure_accuracy`` (``onnx-prune accuracy``): an ``AccuracyReport`` over an ``ImageSource``
-  or a ``TensorSource``, optionally against ``Labels``.
+- ``analyze_model`` (``onnx-prune analyze``): an ``Analysis`` over a ``SampleSource``.
+- ``measure_accuracy`` (``onnx-prune accuracy``): an ``AccuracyReport`` over a ``SampleSource``,
+  optionally against ``Labels``. Both feed samples through ``feeds.Feeder``.
 - ``weights_document``, ``analysis_document``, ``accuracy_document`` and ``dumps``: the
   ``--json`` documents.
 
@@ -23,11 +23,9 @@ __version__ = "0.1.0"
 from onnx_prune.accuracy import (
     AccuracyReport,
     EpsAccuracy,
-    ImageSource,
-    TensorSource,
     measure_accuracy,
 )
-from onnx_prune.analysis import Analysis, Calibration, analyze_model
+from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.data import DATA_DIR, EMBEDDED_IMAGES, EMBEDDED_MODEL
 from onnx_prune.errors import (
     InputDataError,
@@ -36,6 +34,7 @@ from onnx_prune.errors import (
     OutputPathError,
     UnsupportedModelError,
 )
+from onnx_prune.feeds import DEFAULT_EPS, SampleSource
 from onnx_prune.inputs import PRESETS, Preprocess, get_preset
 from onnx_prune.jsondoc import accuracy_document, analysis_document, dumps, weights_document
 from onnx_prune.labels import Labels, load_labels
@@ -45,14 +44,13 @@ from onnx_prune.weights import LayerWeights, TensorSparsity, WeightReport, count
 
 __all__ = [
     "DATA_DIR",
+    "DEFAULT_EPS",
     "EMBEDDED_IMAGES",
     "EMBEDDED_MODEL",
     "PRESETS",
     "AccuracyReport",
     "Analysis",
-    "Calibration",
     "EpsAccuracy",
-    "ImageSource",
     "InputDataError",
     "Labels",
     "LayerWeights",
@@ -62,7 +60,7 @@ __all__ = [
     "OutputPathError",
     "Preprocess",
     "Providers",
-    "TensorSource",
+    "SampleSource",
     "TensorSparsity",
     "UnsupportedModelError",
     "WeightReport",

@@ -28,18 +28,7 @@ from onnx_prune.weights import WeightReport, count_zero_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_EPS",
-    "Analysis",
-    "Calibration",
-    "Progress",
-    "SampleSource",
-    "SessionFactory",
-    "analyze_model",
-]
-
-Calibration = SampleSource
-"""The samples ``analyze`` calibrates on: ``feeds.SampleSource`` under its earlier name."""
+__all__ = ["DEFAULT_EPS", "Analysis", "Progress", "SampleSource", "SessionFactory", "analyze_model"]
 
 
 @dataclass(frozen=True)

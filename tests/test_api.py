@@ -9,9 +9,8 @@ import numpy as np
 
 import onnx_prune
 from onnx_prune import (
-    Calibration,
     OnnxPruneError,
-    TensorSource,
+    SampleSource,
     analysis_document,
     analyze_model,
     count_zero_weights,
@@ -50,14 +49,14 @@ def test_the_three_entry_points_on_a_tiny_model(tmp_path: Path) -> None:
 
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    analysis = analyze_model(path, Calibration(tensors=tmp_path / "x.npy"), eps=(0.0,))
+    analysis = analyze_model(path, SampleSource(tensors=tmp_path / "x.npy"), eps=(0.0,))
     assert analysis.activations.samples == 4
     relu = np.maximum(_conv(x, conv_weight()), 0)
     ofm = analysis.activations.tensors[analysis.layers[0].ofm]
     assert ofm.zeros == (int(np.count_nonzero(relu == 0)),)
     assert analysis_document(analysis)["layers"][0]["ofm"]["zeros"] == [ofm.zeros[0]]
 
-    report = measure_accuracy(model, TensorSource(tmp_path / "x.npy"), eps=(0.0,))
+    report = measure_accuracy(model, SampleSource(tensors=tmp_path / "x.npy"), eps=(0.0,))
     assert (report.samples, report.pruned_layers) == (4, 0)  # its one conv reads the model input
     assert report.results[0].agreement == 1.0
 
