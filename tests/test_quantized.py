@@ -16,10 +16,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_prune.analysis import Analysis, Calibration, analyze_model
+from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.cli import main
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.feeds import SampleSource
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import load_model
 from onnx_prune.probes import probed_tensors
@@ -223,7 +224,7 @@ def test_feature_map_counts_equal_numpy_on_the_graph_as_written(
     inputs = path.parent / "x.npy"
     x = np.load(inputs)
     analysis = analyze_model(
-        path, Calibration(tensors=inputs, batch_size=len(x)), eps=EPS, optimize=False
+        path, SampleSource(tensors=inputs, batch_size=len(x)), eps=EPS, optimize=False
     )
     assert len(analysis.layers) == COMPUTE_LAYERS
     expected = _expected_maps(analysis, path, x)
@@ -245,7 +246,7 @@ def test_feature_map_counts_equal_numpy_on_the_graph_as_written(
 def test_qdq_measures_the_dequantized_tensor_the_conv_reads(models: dict[str, Path]) -> None:
     analysis = analyze_model(
         models["qdq-tensor-13"],
-        Calibration(tensors=models["float"].parent / "x.npy"),
+        SampleSource(tensors=models["float"].parent / "x.npy"),
         eps=EPS,
         optimize=False,
     )
@@ -262,7 +263,7 @@ def test_quantized_ifm_share_is_close_to_the_float_model(models: dict[str, Path]
     inputs = models["float"].parent / "x.npy"
     shares = {
         form: analyze_model(
-            models[form], Calibration(tensors=inputs), eps=(0.0,)
+            models[form], SampleSource(tensors=inputs), eps=(0.0,)
         ).summary.ifm.paper_mean[0]
         for form in ("float", "qdq-channel-13", "qoperator", "dynamic")
     }
@@ -355,7 +356,7 @@ def test_a_model_without_compute_layers_says_so(tmp_path: Path, capsys) -> None:
     path = _one_relu(tmp_path / "relu.onnx")
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
     with pytest.raises(UnsupportedModelError, match=r"found: Relu ×1"):
-        analyze_model(path, Calibration(tensors=tmp_path / "x.npy"))
+        analyze_model(path, SampleSource(tensors=tmp_path / "x.npy"))
     assert main(["analyze", str(path), "--inputs", str(tmp_path / "x.npy")]) == 2
     out = capsys.readouterr()
     assert "no Conv/Gemm/MatMul with a constant weight; found: Relu ×1" in out.out + out.err
@@ -454,7 +455,7 @@ def test_a_float16_copy_runs_through_analyze(tmp_path: Path) -> None:
     x = calibration_samples()
     np.save(tmp_path / "x.npy", x)
     analysis = analyze_model(
-        path, Calibration(tensors=tmp_path / "x.npy", batch_size=len(x)), eps=EPS, optimize=False
+        path, SampleSource(tensors=tmp_path / "x.npy", batch_size=len(x)), eps=EPS, optimize=False
     )
     assert len(analysis.layers) == COMPUTE_LAYERS
     tensors = probed_tensors(analysis.layers)
