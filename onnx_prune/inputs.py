@@ -76,6 +76,9 @@ class Preprocess:
     channel_order: Literal["RGB", "BGR"]
     scale: float
     crop_fraction: float
+    squash: bool = False
+    """Resize straight to the net size, ignoring the aspect ratio (no crop), as Keras scripts
+    often do (``img.resize((160, 160))``, Pillow's bicubic filter)."""
 
 
 PRESETS: dict[str, Preprocess] = {
@@ -93,6 +96,12 @@ PRESETS: dict[str, Preprocess] = {
         Preprocess("darknet", (0.0,) * 3, (1.0,) * 3, "RGB", 1 / 255, 1.0),
         # Inception / TF-slim: RGB in [-1, 1] ((x/255 - 0.5) / 0.5), shorter side size / 0.875.
         Preprocess("inception", (0.5,) * 3, (0.5,) * 3, "RGB", 1 / 255, 0.875),
+        # Keras VGG16 ("caffe" mode): BGR in [0, 255] minus the ImageNet mean, 224 of 256.
+        Preprocess("keras-vgg", (103.939, 116.779, 123.68), (1.0,) * 3, "BGR", 1.0, 0.875),
+        # TF-slim MobileNet v1 (as TF's retrain.py feeds it): (RGB - 128) / 128, 224 of 256.
+        Preprocess("tf-mobilenet", (128.0,) * 3, (128.0,) * 3, "RGB", 1.0, 0.875),
+        # Keras MobileNetV2 ("tf" mode): RGB / 127.5 - 1, squashed to the net size.
+        Preprocess("keras-mobilenet", (127.5,) * 3, (127.5,) * 3, "RGB", 1.0, 1.0, squash=True),
     )
 }
 """The presets by name. The Caffe ones keep the paper's geometry (it ran them in Darknet: shorter
@@ -217,6 +226,8 @@ def load_image(path: Path, preset: Preprocess, size: tuple[int, int]) -> FloatAr
         raise UnreadableImageError(
             f"cannot read image {path} ({error}): fix or remove it; give {_IMAGE_KINDS}"
         ) from error
+    if preset.squash:
+        return _normalize(_squash(rgb, size), preset)
     return _normalize(_crop_center(_resize_to_cover(rgb, size, preset.crop_fraction), size), preset)
 
 
@@ -245,6 +256,14 @@ def _resize_to_cover(image: Image.Image, size: tuple[int, int], fraction: float)
     if new_size == image.size:
         return image
     return image.resize(new_size, Image.Resampling.BILINEAR)
+
+
+def _squash(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    height, width = size
+    if image.size == (width, height):
+        return image
+    # Pillow's default filter for resize(), which those scripts call without one.
+    return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
 def _crop_center(image: Image.Image, size: tuple[int, int]) -> Image.Image:

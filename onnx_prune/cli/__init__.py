@@ -135,9 +135,9 @@ def write_json(document: Document, destination: str | Path) -> None:
 
 
 def _commands() -> list[ModuleType]:
-    from onnx_prune.cli import accuracy, analyze, convert, diff, weights, zoo
+    from onnx_prune.cli import accuracy, analyze, convert, diff, paper, weights, zoo
 
-    return [weights, analyze, accuracy, zoo, diff, convert]
+    return [weights, analyze, accuracy, zoo, diff, convert, paper]
 
 
 def build_parser() -> argparse.ArgumentParser:

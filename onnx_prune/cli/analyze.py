@@ -214,7 +214,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     analysis = run_analysis(args, console, eps_map=eps_map)
     savings = map_savings(analysis.bandwidth, eps_map) if eps_map is not None else None
     if args.json != "-":
-        console.print(format_analysis(analysis))
+        paper = args.paper or is_embedded(resolve_model(args.model))
+        console.print(format_analysis(analysis, paper=paper))
         if eps_map is not None and savings is not None:
             console.print(format_map_savings(savings, eps_map, analysis.bandwidth))
     if args.json:
@@ -261,6 +262,12 @@ def add_parser(commands: Subparsers) -> None:
         "--no-optimize",
         action="store_true",
         help="run the graph as written, without onnxruntime's graph optimizations (slower)",
+    )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="show the paper's MobileNet v2 figures beside this model's (default: only for "
+        "the embedded model)",
     )
     parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
     parser.add_argument(

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.analysis import Analysis
+from onnx_prune.paper.networks import PAPER_MOBILENET_FIG3, PAPER_MOBILENET_SAVED
 from onnx_prune.report import eps_label, format_random_banner, format_shape, percent, plain_table
 from onnx_prune.report.bandwidth import format_bandwidth
 from onnx_prune.report.weights import format_coverage, format_unresolved_biases
@@ -17,21 +18,9 @@ from onnx_prune.summary import MapSummary
 
 MAX_SAMPLE_ROWS = 10
 
-# PAPER.md: MobileNet v2 in Darknet, Fig 3 (conv-output sparsity, unweighted layer mean, dog.jpg)
-# and Table 3 (feature-map load reduction by channel pruning, 2,000 ImageNet images).
-PAPER_MOBILENET_FIG3 = {0.0: 0.32, 0.1: 0.41, 0.2: 0.48, 0.3: 0.55, 0.4: 0.63, 0.5: 0.69}
-PAPER_MOBILENET_SAVED = {
-    0.0: 0.0780,
-    0.1: 0.1030,
-    0.2: 0.1086,
-    0.3: 0.1134,
-    0.4: 0.1227,
-    0.5: 0.1439,
-}
 
-
-def format_analysis(analysis: Analysis) -> RenderableType:
-    """Every table of ``onnx-prune analyze``."""
+def format_analysis(analysis: Analysis, *, paper: bool = False) -> RenderableType:
+    """Every table of ``onnx-prune analyze``; the paper's MobileNet v2 figures with ``paper``."""
     parts: list[RenderableType] = [format_random_banner(analysis.random_weights)]
     parts.append(format_layers(analysis))
     parts.append(format_summary(analysis))
@@ -39,7 +28,8 @@ def format_analysis(analysis: Analysis) -> RenderableType:
     parts.append(format_bandwidth(analysis.bandwidth))
     parts.append(format_unresolved_biases(analysis.weights))
     parts.append(format_coverage(analysis.weights.coverage))
-    parts.append(format_paper_comparison(analysis))
+    if paper:
+        parts.append(format_paper_comparison(analysis))
     return Group(*[part for part in parts if not (isinstance(part, Text) and not part.plain)])
 
 
