@@ -68,6 +68,9 @@ EXPECTED: dict[str, list[float]] = {
     "caffe-mobilenet": [(B - 103.94) * 0.017, (G - 116.78) * 0.017, (R - 123.68) * 0.017],
     "darknet": [R / 255, G / 255, B / 255],
     "inception": [R / 127.5 - 1, G / 127.5 - 1, B / 127.5 - 1],
+    "keras-vgg": [B - 103.939, G - 116.779, R - 123.68],
+    "tf-mobilenet": [(R - 128) / 128, (G - 128) / 128, (B - 128) / 128],
+    "keras-mobilenet": [R / 127.5 - 1, G / 127.5 - 1, B / 127.5 - 1],
 }
 
 
@@ -101,6 +104,16 @@ def bands(path: Path, width: int, height: int) -> Path:
     third = width // 3
     pixels[:, :third, 0] = pixels[:, third : 2 * third, 1] = pixels[:, 2 * third :, 2] = 255
     return save(Image.fromarray(pixels), path)
+
+
+def test_squash_resizes_to_the_net_size_without_a_crop(tmp_path: Path) -> None:
+    array = load_image(
+        bands(tmp_path / "bands.png", 300, 100), PRESETS["keras-mobilenet"], (30, 30)
+    )
+    assert array.shape == (3, 30, 30)
+    red, green, blue = (array[:, 15, column] for column in (4, 15, 25))  # all three bands kept
+    assert red[0] == green[1] == blue[2] == 1.0
+    assert red[1] == green[0] == blue[0] == -1.0
 
 
 def test_darknet_resizes_the_shorter_side_to_the_net_size_and_crops_the_centre(

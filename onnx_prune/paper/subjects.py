@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import onnx
 
-from onnx_prune.data import DARKNET_CFG_DIR, EMBEDDED_IMAGES, EMBEDDED_MODEL
 from onnx_prune.darknet import convert_darknet, write_random_weights
+from onnx_prune.data import DARKNET_CFG_DIR, EMBEDDED_IMAGES, EMBEDDED_MODEL
 from onnx_prune.paper.checks import Check, check_model
 from onnx_prune.paper.fetch import FetchedFile, sha256_of
 from onnx_prune.paper.keras_h5 import convert_keras_h5
