@@ -19,10 +19,11 @@ from pathlib import Path
 import onnx
 import pytest
 
-from onnx_prune.analysis import Calibration, analyze_model
+from onnx_prune.analysis import analyze_model
 from onnx_prune.cli import main
 from onnx_prune.darknet import write_random_weights
 from onnx_prune.errors import FetchError
+from onnx_prune.feeds import SampleSource
 from onnx_prune.paper import fetch, measure
 from onnx_prune.paper.networks import REAL_SOURCES, BiasCheck, network_by_key
 from onnx_prune.paper.onnx_body import cut_body
@@ -264,7 +265,7 @@ def test_labels_and_images_pass_through_to_table_3(
 def test_conv_figures_are_the_summary_of_an_all_conv_network(tmp_path: Path) -> None:
     subject = random_subject(network_by_key("tiny"), CFG_DIR, tmp_path)
     images = tuple(IMAGES / name for name in measure.PHOTOS[:2])
-    calibration = Calibration(images=images, preset="darknet", batch_size=1)
+    calibration = SampleSource(images=images, preset="darknet", batch_size=1)
     analysis = analyze_model(subject.path, calibration, eps=measure.EPS, bits=16)
     figures = measure.conv_figures(analysis)
     assert figures.conv_layers == figures.compute_layers == 16

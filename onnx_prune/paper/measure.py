@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnx_prune.accuracy import AccuracyReport, ImageSource, measure_accuracy
-from onnx_prune.analysis import Analysis, Calibration, analyze_model
-from onnx_prune.inputs import get_preset
+from onnx_prune.accuracy import AccuracyReport, measure_accuracy
+from onnx_prune.analysis import Analysis, analyze_model
+from onnx_prune.feeds import SampleSource
 from onnx_prune.labels import Labels, image_files
 from onnx_prune.load import load_model
 from onnx_prune.paper.fetch import FetchedFile, locate
@@ -132,11 +132,14 @@ def measure(subject: Subject, options: Options) -> Measured:
     photos = _analyze(subject, tuple(IMAGES / name for name in PHOTOS), limit=options.limit)
     accuracy = measure_accuracy(
         load_model(subject.path),
-        ImageSource(accuracy_images(options), get_preset(subject.preset)),
+        SampleSource(
+            images=accuracy_images(options),
+            preset=subject.preset,
+            batch_size=BATCH_SIZE,
+            limit=options.limit,
+        ),
         eps=EPS,
         labels=options.labels,
-        batch_size=BATCH_SIZE,
-        limit=options.limit,
     )
     return Measured(
         subject=subject,
@@ -150,7 +153,7 @@ def measure(subject: Subject, options: Options) -> Measured:
 
 
 def _analyze(subject: Subject, images: tuple[Path, ...], *, limit: int | None) -> Analysis:
-    calibration = Calibration(
+    calibration = SampleSource(
         images=images, preset=subject.preset, batch_size=BATCH_SIZE, limit=limit
     )
     return analyze_model(subject.path, calibration, eps=EPS, bits=BITS)
