@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test check lint typecheck format bench paper clean
 
@@ -34,8 +35,12 @@ format: $(STAMP)
 	$(BIN)/ruff format onnx_prune tests bench models
 	$(BIN)/ruff check --fix onnx_prune tests bench models
 
-## bench: speed and memory figures, as ratios against a baseline run in the same process
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+## bench: speed and memory figures, as ratios interleaved with a baseline in the same process
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 
 ## paper: the paper's networks beside its numbers: VGG-16, MobileNet v1 and v2 with trained weights

@@ -1,13 +1,19 @@
-"""``make bench``: speed and memory, as ratios against a baseline run in the same process.
+"""``make bench``: speed and memory, as ratios against a baseline interleaved in one process.
 
-Figures printed (wall-clock seconds are shown for context only; the ratios are the result):
+Every in-loop ratio is measured chunk by chunk, the methods run A B C … A B C … over the same
+batches (the order rotated each round), and reported as the median and range of the per-chunk
+ratios: on a shared machine a load spike then hits one chunk of every method, not one method.
+Figures printed (wall-clock seconds are context only; the ratios are the result):
 
 1. weight scan vs ``onnx.load`` of a generated model with about 500 MB of weights;
-2. analyze in-loop vs plain onnxruntime inference of the embedded model (batch 8, 256 samples,
-   six ε, IFM and OFM statistics), beside the mark-every-tensor-as-output + numpy method;
-3. the same ratio on a compute-heavy VGG-style model built here (random weights);
-4. the whole ``onnx-prune analyze`` command vs a plain script, 512 images, end to end;
-5. peak memory of ``onnx-prune analyze`` with 256 images vs 8 images.
+2. in the loop, the embedded model (batch 8, six ε, IFM and OFM, tiles), × plain onnxruntime:
+   the fast path, the in-graph probes (also at one ε), the fast path's inference alone,
+   Polygraphy's mark-all + numpy counts and onnxruntime's MinMax calibrator graph (peers),
+   plain inference without graph optimizations; beside them the machine's read bandwidth
+   (numpy sum over 1 GiB) and the read-once floor it implies: plain + one read of the maps;
+3. the same on a compute-heavy VGG-style model built here (random weights);
+4. the whole ``onnx-prune analyze`` command vs a plain script, 512 images, interleaved;
+5. peak memory of ``onnx-prune analyze``, 256 images vs 8, per batch size (1, 8, 32).
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ from onnx_prune.data import EMBEDDED_IMAGES, EMBEDDED_MODEL  # noqa: E402
 from onnx_prune.inputs import Batch, find_images, get_preset, load_image  # noqa: E402
 from onnx_prune.layers import ComputeLayer, find_compute_layers  # noqa: E402
 from onnx_prune.load import LoadedModel, load_model  # noqa: E402
-from onnx_prune.probes import add_probes, probed_tensors  # noqa: E402
-from onnx_prune.runtime import model_file, open_session  # noqa: E402
+from onnx_prune.overlap import BoundRunner  # noqa: E402
+from onnx_prune.probes import ProbeManifest, add_probes, probed_tensors  # noqa: E402
+from onnx_prune.runtime import SessionOptions, model_file, open_session  # noqa: E402
 from onnx_prune.weights import count_zero_weights  # noqa: E402
 
 MODEL = EMBEDDED_MODEL
@@ -131,47 +138,76 @@ class PlainSession:
         self._session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
+        self.output = self._session.get_outputs()[0].name
 
     def run(self, outputs: list[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run once."""
         return list(self._session.run(outputs, dict(feeds)))
 
 
-def run_plain(session: PlainSession, batches: list[Batch]) -> None:
+Method = Callable[[list[Batch]], object]
+
+
+def plain_method(path: Path, *, optimize: bool = True) -> Method:
     """Plain inference: the model's own outputs only."""
-    for batch in batches:
-        session.run(["logits"], batch.arrays)
+    session = PlainSession(path, optimize=optimize)
+
+    def run(batches: list[Batch]) -> None:
+        for batch in batches:
+            session.run([session.output], batch.arrays)
+
+    return run
 
 
-def bench_optimizations(path: Path, batches: list[Batch]) -> dict[str, float]:
-    """Plain inference with onnxruntime's graph optimizations off, against on (the default)."""
-    default, unoptimized = PlainSession(path), PlainSession(path, optimize=False)
-    run_plain(default, batches[:1])
-    run_plain(unoptimized, batches[:1])
-    fast = median_time(lambda: run_plain(default, batches), 3)
-    slow = median_time(lambda: run_plain(unoptimized, batches), 3)
-    return {"unoptimized_over_default": slow / fast}
+def analyze_method(
+    loaded: LoadedModel, layers: tuple[ComputeLayer, ...], *, on_host: bool, eps=EPS
+) -> tuple[Method, ProbeManifest]:
+    """``analyze``'s calibration loop: in-graph probes, or the fast path (host counting)."""
+    probed = add_probes(loaded.model, layers, eps=eps, on_host=on_host)
+    with model_file(loaded, probed.model) as source:
+        session = open_session(source, SessionOptions(spinning=not on_host))
+
+    def run(batches: list[Batch]) -> None:
+        collect_activation_stats(session, probed.manifest, layers, batches)
+
+    return run, probed.manifest
 
 
-def mark_all_numpy(
-    loaded: LoadedModel, layers: tuple[ComputeLayer, ...]
-) -> Callable[[list[Batch]], None]:
-    """The Polygraphy/histogram-calibrator way: every probed tensor an output, numpy counts."""
-    tensors = probed_tensors(layers)
-    copy = onnx.ModelProto()
-    copy.CopyFrom(loaded.model)
-    copy.graph.output.extend(
-        helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors
-    )
-    with model_file(loaded, copy) as source:
-        session = open_session(source)
+def bound_outputs_method(loaded: LoadedModel, layers: tuple[ComputeLayer, ...]) -> Method:
+    """The fast path's inference alone: probed maps bound as outputs, nothing counted."""
+    probed = add_probes(loaded.model, layers, eps=EPS, on_host=True)
+    with model_file(loaded, probed.model) as source:
+        session = open_session(source, SessionOptions(spinning=False))
+    runner = BoundRunner(session, probed.manifest.outputs())
+
+    def run(batches: list[Batch]) -> None:
+        for batch in batches:
+            runner.run(batch.arrays)
+
+    return run
+
+
+def polygraphy_method(path: Path, tensors: list[str]) -> Method:
+    """Polygraphy's mark-all (every tensor an output) + numpy counts of the probed maps: element
+    counts per ε and zero channels (no tiles)."""
+    from polygraphy import constants
+    from polygraphy.backend.onnx import BytesFromOnnx, ModifyOutputs, OnnxFromPath
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+
+    marked = ModifyOutputs(OnnxFromPath(str(path)), outputs=constants.MARK_ALL)
+    runner = OnnxrtRunner(SessionFromOnnx(BytesFromOnnx(marked)))
+    runner.activate()
     bounds = np.asarray(EPS, np.float32)
 
     def run(batches: list[Batch]) -> None:
         for batch in batches:
-            for values in session.run(tensors, batch.arrays):
-                magnitude = np.abs(values)
-                planes = magnitude.reshape(values.shape[0], values.shape[1], -1)
+            outputs = {**batch.arrays, **runner.infer(dict(batch.arrays))}
+            for tensor in tensors:
+                magnitude = np.abs(outputs[tensor])
+                planes = magnitude.reshape(magnitude.shape[0], magnitude.shape[1], -1)
                 planes.max(axis=2)[..., None] <= bounds  # noqa: B015
                 for bound in bounds:
                     np.count_nonzero(magnitude <= bound)
@@ -179,36 +215,124 @@ def mark_all_numpy(
     return run
 
 
-def bench_in_loop(
-    path: Path, batches: list[Batch], *, reference: bool, eps: tuple[float, ...] = EPS
-) -> dict[str, float]:
-    """Probed calibration loop vs plain inference, alternating, same process and batches."""
+def minmax_method(path: Path, folder: Path) -> Method:
+    """onnxruntime's MinMax calibrator graph as its quantization tool runs it (its own session:
+    graph optimizations off): per-tensor minima and maxima only, no counts."""
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator
+
+    calibrator = create_calibrator(str(path), augmented_model_path=str(folder / "minmax.onnx"))
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self, batches: list[Batch]) -> None:
+            self._feeds = iter([dict(batch.arrays) for batch in batches])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    def run(batches: list[Batch]) -> None:
+        calibrator.collect_data(Reader(batches))
+
+    return run
+
+
+def interleaved(
+    methods: dict[str, Method], chunks: list[list[Batch]], baseline: str
+) -> dict[str, dict[str, float]]:
+    """Each method over each chunk, A B C … A B C …, the order rotated every round; per method
+    the median and range of its per-chunk time over the baseline's in the same round."""
+    names = list(methods)
+    for method in methods.values():
+        method(chunks[0][:1])  # warm-up: first-run allocations and compilation
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index, chunk in enumerate(chunks):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            methods[name](chunk)
+            times[name].append(time.perf_counter() - start)
+    figures = {}
+    for name in names:
+        ratios = [t / b for t, b in zip(times[name], times[baseline], strict=True)]
+        figures[name] = {
+            "median": statistics.median(ratios),
+            "low": min(ratios),
+            "high": max(ratios),
+            "seconds": sum(times[name]),
+        }
+    return figures
+
+
+def chunked(batches: list[Batch], per_chunk: int) -> list[list[Batch]]:
+    """Consecutive chunks of ``per_chunk`` batches."""
+    return [batches[i : i + per_chunk] for i in range(0, len(batches), per_chunk)]
+
+
+def read_bandwidth() -> float:
+    """The machine's read bandwidth: numpy sum over 1 GiB of float32, best of three, GB/s."""
+    values = np.ones(1 << 28, np.float32)
+    best = min(median_time(values.sum, 1) for _ in range(3))
+    del values
+    return (1 << 30) / best / 1e9
+
+
+def bench_in_loop(folder: Path, samples: int) -> dict[str, object]:
+    """Every method side by side over the same batches of the embedded model, interleaved."""
+    loaded = load_model(MODEL)
+    layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
+    fast, manifest = analyze_method(loaded, layers, on_host=True)
+    in_graph, _ = analyze_method(loaded, layers, on_host=False)
+    methods = {
+        "plain": plain_method(MODEL),
+        "fast path": fast,
+        "in-graph probes": in_graph,
+        "fast path inference alone (maps bound as outputs, not counted)": bound_outputs_method(
+            loaded, layers
+        ),
+        "in-graph probes, one ε": analyze_method(loaded, layers, on_host=False, eps=(0.0,))[0],
+        "Polygraphy mark-all + numpy counts": polygraphy_method(MODEL, probed_tensors(layers)),
+        "onnxruntime MinMax calibrator graph": minmax_method(MODEL, folder),
+        "plain, graph optimizations off": plain_method(MODEL, optimize=False),
+    }
+    batches = image_batches(samples)
+    figures: dict[str, object] = dict(interleaved(methods, chunked(batches, 4), "plain"))
+    plain_seconds = figures["plain"]["seconds"] / samples  # type: ignore[index]
+    map_bytes = shapes_bytes(manifest, batches[0])
+    bandwidth = read_bandwidth()
+    figures["limit"] = {
+        "plain_ms_per_sample": 1000 * plain_seconds,
+        "probed_mb_per_sample": map_bytes / 1e6,
+        "read_gb_per_s": bandwidth,
+        "read_once_floor": 1 + map_bytes / (bandwidth * 1e9) / plain_seconds,
+    }
+    return figures
+
+
+def shapes_bytes(manifest: ProbeManifest, batch: Batch) -> int:
+    """Bytes of one sample's probed maps, from the fast path's outputs on one batch."""
+    loaded = load_model(MODEL)
+    probed = add_probes(
+        loaded.model,
+        find_compute_layers(loaded.model, ConstantResolver(loaded)).layers,
+        eps=EPS,
+        on_host=True,
+    )
+    with model_file(loaded, probed.model) as source:
+        session = open_session(source)
+    arrays = session.run(probed.manifest.outputs(), batch.arrays)
+    return sum(a.nbytes for a in arrays) // batch.size
+
+
+def bench_vgg(folder: Path) -> dict[str, object]:
+    """The same ratios on a compute-heavy VGG-style model (random weights), 32 samples."""
+    path = vgg_model(folder)
     loaded = load_model(path)
     layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
-    probed = add_probes(loaded.model, layers, eps=eps)
-    plain = PlainSession(path)
-    with model_file(loaded, probed.model) as source:
-        measured = open_session(source)
-    warm = batches[:1]
-    run_plain(plain, warm)
-    collect_activation_stats(measured, probed.manifest, layers, warm)
-    plain_time = median_time(lambda: run_plain(plain, batches), 3)
-    probe_time = median_time(
-        lambda: collect_activation_stats(measured, probed.manifest, layers, batches), 3
-    )
-    samples = sum(batch.size for batch in batches)
-    figures = {
-        "samples": samples,
-        "plain_ms_per_sample": 1000 * plain_time / samples,
-        "analysis_over_plain": probe_time / plain_time,
+    methods = {
+        "plain": plain_method(path),
+        "fast path": analyze_method(loaded, layers, on_host=True)[0],
+        "in-graph probes": analyze_method(loaded, layers, on_host=False)[0],
     }
-    if reference:
-        mark_all = mark_all_numpy(loaded, layers)
-        mark_all(warm)
-        figures["mark_all_numpy_over_plain"] = (
-            median_time(lambda: mark_all(batches), 1) / plain_time
-        )
-    return figures
+    return dict(interleaved(methods, chunked(image_batches(32, (112, 112)), 1), "plain"))
 
 
 def vgg_model(folder: Path, size: int = 112) -> Path:
@@ -308,19 +432,32 @@ def timed_command(arguments: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def bench_end_to_end(folder: Path) -> dict[str, float]:
-    """The whole command against a plain script, 512 images, imports and loading included."""
+def bench_end_to_end(folder: Path, rounds: int = 3) -> dict[str, object]:
+    """The whole command against a plain script, 512 images, imports and loading included,
+    interleaved: script, command, script, command …"""
     images = image_folder(folder, 512)
-    plain = timed_command([sys.executable, "-c", PLAIN_SCRIPT, str(images), str(MODEL)])
+    plain = [sys.executable, "-c", PLAIN_SCRIPT, str(images), str(MODEL)]
     command = [sys.executable, "-m", "onnx_prune", "analyze", "--images", str(images)]
-    analyze = timed_command([*command, "--json", str(folder / "out.json")])
-    return {"plain_script_s": plain, "analyze_s": analyze, "analyze_over_plain": analyze / plain}
+    command += ["--json", str(folder / "out.json")]
+    timed_command(command)  # warm-up: numba's compile cache, the page cache
+    plain_times, analyze_times = [], []
+    for _ in range(rounds):
+        plain_times.append(timed_command(plain))
+        analyze_times.append(timed_command(command))
+    ratios = [a / p for a, p in zip(analyze_times, plain_times, strict=True)]
+    return {
+        "plain_script_s": statistics.median(plain_times),
+        "analyze_s": statistics.median(analyze_times),
+        "median": statistics.median(ratios),
+        "low": min(ratios),
+        "high": max(ratios),
+    }
 
 
-def peak_memory_kb(images: Path, limit: int, folder: Path) -> int:
+def peak_memory_kb(images: Path, limit: int, batch: int, folder: Path) -> int:
     """Peak resident memory of ``onnx-prune analyze`` over ``limit`` images."""
     arguments = ["analyze", "--images", str(images), "--limit", str(limit)]
-    arguments += ["--json", str(folder / f"memory{limit}.json")]
+    arguments += ["--batch-size", str(batch), "--json", str(folder / f"memory{limit}.json")]
     result = subprocess.run(
         [sys.executable, "-c", MEMORY_SCRIPT, *arguments],
         check=True,
@@ -332,16 +469,30 @@ def peak_memory_kb(images: Path, limit: int, folder: Path) -> int:
     return int(line.split()[1])
 
 
-def bench_memory(folder: Path) -> dict[str, float]:
-    """Peak memory with 256 images as a ratio of peak memory with 8."""
+def bench_memory(folder: Path) -> dict[str, object]:
+    """Per batch size, peak memory with 256 images as a ratio of peak memory with 8."""
     images = image_folder(folder, 256)
-    small = peak_memory_kb(images, 8, folder)
-    large = peak_memory_kb(images, 256, folder)
-    return {
-        "peak_mb_8": small / 1024,
-        "peak_mb_256": large / 1024,
-        "peak_256_over_8": large / small,
-    }
+    figures: dict[str, object] = {}
+    for batch in (1, 8, 32):
+        small = peak_memory_kb(images, 8, batch, folder)
+        large = peak_memory_kb(images, 256, batch, folder)
+        figures[f"batch {batch}"] = {
+            "peak_mb_8": small / 1024,
+            "peak_mb_256": large / 1024,
+            "peak_256_over_8": large / small,
+        }
+    return figures
+
+
+def show(name: str, figures: Mapping[str, object]) -> None:
+    """One line per figure group."""
+    print(f"{name}:", flush=True)
+    for key, value in figures.items():
+        if isinstance(value, Mapping):
+            text = ", ".join(f"{k} {v:.3g}" for k, v in value.items())
+            print(f"  {key}: {text}", flush=True)
+        else:
+            print(f"  {key}: {value:.3g}", flush=True)
 
 
 def main() -> int:
@@ -350,37 +501,27 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     args = parser.parse_args()
-    samples = 32 if args.quick else 256
-    results: dict[str, dict[str, float]] = {}
+    samples = 64 if args.quick else 256
+    results: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     with tempfile.TemporaryDirectory(prefix="onnx-prune-bench-") as temporary:
         folder = Path(temporary)
-        steps: list[tuple[str, Callable[[], dict[str, float]]]] = [
+        steps: list[tuple[str, Callable[[], Mapping[str, object]]]] = [
             ("weight scan", lambda: bench_weights(folder)),
             (
-                "analyze in-loop, EfficientNet-Lite0",
-                lambda: bench_in_loop(MODEL, image_batches(samples), reference=True),
+                f"in the loop, EfficientNet-Lite0, {samples} samples, batch {BATCH}, six ε, "
+                "× plain (median, low, high over chunks of 32 samples)",
+                lambda: bench_in_loop(folder, samples),
             ),
             (
-                "plain inference without graph optimizations, EfficientNet-Lite0",
-                lambda: bench_optimizations(MODEL, image_batches(64)),
+                "in the loop, VGG-16 convs at 112 (random weights), × plain",
+                lambda: bench_vgg(folder),
             ),
-            (
-                "analyze in-loop, EfficientNet-Lite0, one ε (0) instead of six",
-                lambda: bench_in_loop(MODEL, image_batches(samples), reference=False, eps=(0.0,)),
-            ),
-            (
-                "analyze in-loop, VGG-16 convs at 112 (random weights)",
-                lambda: bench_in_loop(
-                    vgg_model(folder), image_batches(32, (112, 112)), reference=False
-                ),
-            ),
-            ("end to end, 512 images", lambda: bench_end_to_end(folder)),
+            ("end to end, 512 images, × plain script", lambda: bench_end_to_end(folder)),
             ("peak memory", lambda: bench_memory(folder)),
         ]
         for name, step in steps:
             results[name] = step()
-            figures = ", ".join(f"{key} {value:.3g}" for key, value in results[name].items())
-            print(f"{name}: {figures}", flush=True)
+            show(name, results[name])  # type: ignore[arg-type]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

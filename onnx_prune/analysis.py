@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onnx_prune import fastcount
 from onnx_prune.bandwidth import BandwidthReport, estimate_bandwidth
 from onnx_prune.calibrate import ActivationStats, collect_activation_stats
 from onnx_prune.constants import ConstantResolver
@@ -62,6 +63,7 @@ def analyze_model(
     progress: Progress | None = None,
     session_factory: SessionFactory = open_session,
     eps_map: EpsMap | None = None,
+    fast: bool | None = None,
 ) -> Analysis:
     """Measure weight and feature-map sparsity, bandwidth and pruned loads of ``path``.
 
@@ -71,6 +73,8 @@ def analyze_model(
     ``providers``: the onnxruntime execution providers (default: the CPU).
     ``eps_map`` is checked against the model's compute layers before anything runs (its ε must
     be among ``eps``: see ``epsmap.merged_eps``).
+    ``fast``: count on the host with the compiled kernel (None: when numba is installed and
+    the providers are the CPU's); False: count in the graph (the portable path).
     """
     providers = providers or Providers()
     loaded = load_model(path)
@@ -82,9 +86,11 @@ def analyze_model(
         check_eps_map(eps_map, (layer.ifm for layer in scan.layers), model=str(path))
     weights = count_zero_weights(loaded, eps=eps, scan=scan, resolver=resolver)
     types = infer_tensor_types(loaded.model)
-    probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile, types=types)
+    on_host = _use_fast_path(fast, providers)
+    probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile, types=types, on_host=on_host)
     with model_file(loaded, probed.model) as source:
-        session = session_factory(source, SessionOptions(optimize=optimize, providers=providers))
+        options = SessionOptions(optimize=optimize, providers=providers, spinning=not on_host)
+        session = session_factory(source, options)
         constants = {tensor.name for tensor in loaded.model.graph.initializer}
         feeder = Feeder(calibration, session.inputs(), constants=constants)
         stats = collect_activation_stats(
@@ -119,6 +125,23 @@ def analyze_model(
         padded_samples=feeder.padded,
         providers=providers,
     )
+
+
+def _use_fast_path(fast: bool | None, providers: Providers) -> bool:
+    """Whether to count on the host with the compiled kernel; says so once when it cannot.
+
+    Only on the CPU: with another execution provider the in-graph probes keep the maps on the
+    device and only small tensors cross to the host.
+    """
+    if fast is False or providers.accelerated:
+        return False
+    if fastcount.available():
+        return True
+    logger.info(
+        "numba is not installed: counting in the graph (slower); "
+        "pip install 'onnx-prune[fast]' for the one-read counting kernel"
+    )
+    return False
 
 
 def _counter(feeder: Feeder, progress: Progress | None) -> Callable[[int], None]:

@@ -13,13 +13,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnx_prune import fastcount
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.inputs import Batch
 from onnx_prune.layers import ComputeLayer
+from onnx_prune.overlap import BoundRunner, overlapped
 from onnx_prune.probes import Probe, ProbeManifest
 from onnx_prune.runtime import BatchSplitter, Session
 
 logger = logging.getLogger(__name__)
+
+_NOT_FINITE = (
+    "a feature map holds NaN or infinite values: check the model and the input preprocessing"
+)
 
 
 @dataclass(frozen=True)
@@ -111,20 +117,30 @@ def collect_activation_stats(
     *,
     on_batch: Callable[[int], None] | None = None,
 ) -> ActivationStats:
-    """Run every batch through ``session`` (a probed model) and total the probe outputs."""
+    """Run every batch through ``session`` (a probed model) and total the probe outputs.
+
+    Batch k is counted in a worker thread while batch k + 1 runs; outputs are written into
+    reused buffers where the session allows it.
+    """
     eps = np.asarray(manifest.eps, dtype=np.float32)
     totals = {probe.tensor: _Counts() for probe in manifest.probes}
     ifm_uses, ofm_uses = _uses(layers)
     samples: list[SampleStats] = []
     outputs = manifest.outputs()
     splitter = BatchSplitter()
-    for batch in batches:
-        arrays = _run_batch(session, splitter, outputs, batch)
+    runner = BoundRunner(session, outputs)
+
+    def run(batch: Batch) -> list[np.ndarray]:
+        return _run_batch(session, runner, splitter, outputs, batch)
+
+    def count(batch: Batch, arrays: list[np.ndarray]) -> dict[str, _BatchCounts]:
         results = dict(zip(outputs, arrays, strict=True))
-        counted = {
+        return {
             p.tensor: _count_probe(p, results, eps, manifest.tile, batch.size)
             for p in manifest.probes
         }
+
+    for batch, counted in overlapped(batches, run, lambda b, a: (b, count(b, a))):
         for tensor, counts in counted.items():
             _accumulate(totals[tensor], counts)
         samples.extend(_samples(batch.names, counted, ifm_uses, ofm_uses))
@@ -140,7 +156,11 @@ def collect_activation_stats(
 
 
 def _run_batch(
-    session: Session, splitter: BatchSplitter, outputs: Sequence[str], batch: Batch
+    session: Session,
+    runner: BoundRunner,
+    splitter: BatchSplitter,
+    outputs: Sequence[str],
+    batch: Batch,
 ) -> list[np.ndarray]:
     """Run one batch, whole or (for models that fix their batch inside) one sample at a time;
     the rows that pad a fixed batch are dropped (probe outputs hold samples on axis 0)."""
@@ -151,7 +171,7 @@ def _run_batch(
         rows = [session.run(outputs, batch.sample(row)) for row in range(batch.rows)]
         return [_join(parts) for parts in zip(*rows, strict=True)]
 
-    arrays = splitter.run(batch.rows, lambda: session.run(outputs, batch.arrays), one_by_one)
+    arrays = splitter.run(batch.rows, lambda: runner.run(batch.arrays), one_by_one)
     if not batch.padding:
         return arrays
     return [array[: batch.size] if array.ndim else array for array in arrays]
@@ -264,10 +284,7 @@ def _zero_tiles(
 def _above_counts(share: np.ndarray, plane: int) -> np.ndarray:
     """Per sample, the values above ε: the planes' shares times the plane size, rounded."""
     if np.isnan(share).any():
-        raise UnsupportedModelError(
-            "a feature map holds NaN or infinite values: check the model and the input "
-            "preprocessing"
-        )
+        raise UnsupportedModelError(_NOT_FINITE)
     per_plane = np.rint(share.reshape(share.shape[0], -1).astype(np.float64) * plane)
     counts: np.ndarray = per_plane.astype(np.int64).sum(axis=1)
     return counts
@@ -293,16 +310,21 @@ def _count_values(
     """Counts on the host for a tensor that left the session whole.
 
     Rank-4 maps get tile counts too; for other ranks a tile is a whole channel. ``parameters``
-    (scale, zero point; scalars or one per sample) dequantize an integer map.
+    (scale, zero point; scalars or one per sample) dequantize an integer map. Float32 maps go
+    through the compiled kernel when it is installed, others through numpy.
     """
     if values.ndim < 2 or values.shape[0] != samples:
         raise UnsupportedModelError(
             f"feature map '{probe.tensor}' has shape {list(values.shape)}: its first axis is not "
             f"the batch of {samples} samples (e.g. a Gemm with transA=1), so it cannot be counted"
         )
+    if values.dtype == np.float32 and values.size and fastcount.available():
+        return _count_with_kernel(values, eps, tile)
     if parameters is None:
         parameters = (np.asarray(probe.scale), np.asarray(probe.zero_point))
     magnitude, bounds = _magnitude(values, eps, parameters)
+    if not np.isfinite(magnitude).all():
+        raise UnsupportedModelError(_NOT_FINITE)
     planes = magnitude.reshape(samples, values.shape[1], -1)
     channels, plane = planes.shape[1], planes.shape[2]
     zeros = np.stack([np.count_nonzero(planes <= b, axis=(1, 2)) for b in bounds], axis=1)
@@ -325,6 +347,30 @@ def _count_values(
         saved=zero_channels.astype(np.int64) * plane,
         zero_tiles=zero_tiles,
         tile_saved=tile_saved,
+    )
+
+
+def _count_with_kernel(values: np.ndarray, eps: np.ndarray, tile: tuple[int, int]) -> _BatchCounts:
+    """The same counts as the numpy path, from one read of the map (see fastcount)."""
+    counts = fastcount.count_map(values, eps, tile if values.ndim == 4 else None)
+    if not counts.finite:
+        raise UnsupportedModelError(_NOT_FINITE)
+    channels = values.shape[1]
+    plane = int(np.prod(values.shape[2:], dtype=np.int64))
+    if values.ndim == 4 and plane:
+        tiles = channels * _tile_sizes(values.shape[2], values.shape[3], tile).size
+    else:
+        tiles = channels
+    return _BatchCounts(
+        shape=tuple(int(d) for d in values.shape[1:]),
+        elements_per_sample=channels * plane,
+        channels=channels,
+        tiles=tiles,
+        zeros=counts.zeros,
+        zero_channels=counts.zero_channels,
+        saved=counts.zero_channels * plane,
+        zero_tiles=counts.zero_tiles,
+        tile_saved=counts.tile_saved,
     )
 
 

@@ -20,7 +20,9 @@ Other tensors (rank 2, unknown dims, integer maps) get the generic probe: the te
 output, declared with its real element type, and the host counts it with numpy. An integer
 (quantized) map is zero where it equals its zero point, and ε applies to its dequantized value;
 a scale and zero point computed at run time (``DynamicQuantizeLinear``) are outputs too, read per
-batch. Every node is valid at the model's own opset (7 and up).
+batch. Every node is valid at the model's own opset (7 and up). With ``on_host=True`` every
+tensor gets it (for the compiled counting kernel, see fastcount): the tensor is marked as a graph
+output as it is, no node added, except a graph input, which passes through one Identity.
 """
 
 from __future__ import annotations
@@ -121,15 +123,19 @@ def add_probes(
     eps: Sequence[float],
     tile: tuple[int, int] = DEFAULT_TILE,
     types: Mapping[str, TensorType] | None = None,
+    on_host: bool = False,
 ) -> ProbedModel:
-    """A copy of ``model`` measuring every compute layer's IFM and OFM at each ε."""
+    """A copy of ``model`` measuring every compute layer's IFM and OFM at each ε.
+
+    ``on_host``: every probed tensor leaves the session whole, to be counted on the host.
+    """
     opset = default_opset(model)
     if opset < 7:
         raise UnsupportedModelError(f"opset {opset} is older than 7: re-export the model")
     probed = onnx.ModelProto()
     probed.CopyFrom(model)
     types = types if types is not None else infer_tensor_types(model)
-    builder = _Builder(probed, opset, tuple(float(e) for e in eps))
+    builder = _Builder(probed, opset, tuple(float(e) for e in eps), on_host=on_host)
     nonnegative = _NonNegative(probed.graph)
     quantization = _Quantization(model.graph)
     probes = []
@@ -237,10 +243,15 @@ class _NonNegative:
 class _Builder:
     """Appends probe nodes, initializers and outputs with deterministic names."""
 
-    def __init__(self, model: onnx.ModelProto, opset: int, eps: tuple[float, ...]) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, opset: int, eps: tuple[float, ...], *, on_host: bool
+    ) -> None:
         self.model = model
         self.opset = opset
         self.eps = eps
+        self.on_host = on_host
+        self.graph_inputs = {value.name for value in model.graph.input}
+        self.graph_outputs = {value.name for value in model.graph.output}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
@@ -253,6 +264,8 @@ class _Builder:
         self.index += 1
         base = f"{PREFIX}_{self.index}"
         shape = known.shape
+        if self.on_host:
+            return self._tensor_probe(tensor, base, known)
         if known.elem_type == TensorProto.FLOAT and shape and len(shape) == 4:
             channels, height, width = shape[1:]
             if channels and height and width and height * width <= MAX_EXACT_PLANE:
@@ -279,11 +292,16 @@ class _Builder:
         return probe
 
     def _tensor_probe(self, tensor: str, base: str, known: TensorType) -> Probe:
+        dims = tuple(d or 0 for d in (known.shape or ()))
+        rank = len(known.shape) if known.shape is not None else None
+        if self.on_host and tensor not in self.graph_inputs:
+            if tensor not in self.graph_outputs:
+                self._output(tensor, rank, known.elem_type)
+                self.graph_outputs.add(tensor)
+            return Probe(tensor=tensor, kind="tensor", shape=dims, tile_max=tensor)
         output = f"{base}_values"
         self.nodes.append(helper.make_node("Identity", [tensor], [output], name=output))
-        rank = len(known.shape) if known.shape is not None else None
         self._output(output, rank, known.elem_type)
-        dims = tuple(d or 0 for d in (known.shape or ()))
         return Probe(tensor=tensor, kind="tensor", shape=dims, tile_max=output)
 
     def _plane_probe(

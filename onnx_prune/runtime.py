@@ -227,11 +227,14 @@ def nodes_on_cpu(profile: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class SessionOptions:
-    """How to build a session. ``optimize`` keeps onnxruntime's default graph optimizations."""
+    """How to build a session. ``optimize`` keeps onnxruntime's default graph optimizations;
+    ``spinning`` False stops idle intra-op threads from spinning (they would take the cores a
+    counting thread beside the session needs)."""
 
     optimize: bool = True
     threads: int | None = None
     providers: Providers = CPU_ONLY
+    spinning: bool = True
 
 
 _SHARED_ARENA: list[bool] = []
@@ -271,6 +274,8 @@ class OrtSession:
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if options.threads:
             session_options.intra_op_num_threads = options.threads
+        if not options.spinning:
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._profile_folder = self._start_profiling(session_options, options.providers)
         providers = options.providers.session_options()
         try:
@@ -328,6 +333,19 @@ class OrtSession:
             raise UnsupportedModelError(f"onnxruntime failed: {first_line(error)}") from None
         self._log_cpu_nodes()
         return [np.asarray(result) for result in results]
+
+    def run_into(self, outputs: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray]) -> None:
+        """Run once, writing each output into the preallocated array given for it (IOBinding):
+        no allocation and no copy out of the session."""
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name, array in outputs.items():
+            binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+        try:
+            self._session.run_with_iobinding(binding)
+        except Exception as error:  # onnxruntime raises its own untyped exception classes
+            raise UnsupportedModelError(f"onnxruntime failed: {_first_line(error)}") from None
 
 
 def _is_allocation_failure(error: Exception) -> bool:
