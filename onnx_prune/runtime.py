@@ -345,7 +345,9 @@ class OrtSession:
         try:
             self._session.run_with_iobinding(binding)
         except Exception as error:  # onnxruntime raises its own untyped exception classes
-            raise UnsupportedModelError(f"onnxruntime failed: {_first_line(error)}") from None
+            if _is_allocation_failure(error):
+                raise OutOfMemoryError(out_of_memory_advice(_batch_of(feeds))) from None
+            raise UnsupportedModelError(f"onnxruntime failed: {first_line(error)}") from None
 
 
 def _is_allocation_failure(error: Exception) -> bool:

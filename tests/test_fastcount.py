@@ -12,10 +12,11 @@ import pytest
 from onnx import helper, numpy_helper
 
 from onnx_prune import fastcount
-from onnx_prune.analysis import Calibration, analyze_model
+from onnx_prune.analysis import analyze_model
 from onnx_prune.calibrate import _count_values
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.feeds import SampleSource
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import load_model
 from onnx_prune.overlap import BoundRunner, overlapped
@@ -131,7 +132,7 @@ def test_host_counts_are_the_same_with_and_without_the_kernel(monkeypatch) -> No
         assert (fast.tiles, fast.channels, fast.shape) == (slow.tiles, slow.channels, slow.shape)
 
 
-def _three_ways(path: Path, calibration: Calibration, monkeypatch, caplog, **options):
+def _three_ways(path: Path, calibration: SampleSource, monkeypatch, caplog, **options):
     """The analysis with the fast path, with the in-graph probes, and with numba missing."""
     fast = analyze_model(path, calibration, eps=EPS, fast=True, **options)
     graph = analyze_model(path, calibration, eps=EPS, fast=False, **options)
@@ -153,7 +154,7 @@ def test_fast_path_equals_the_in_graph_probes_and_numpy(
     """Several batches of one shape (bound buffers in turn) and a ragged last one."""
     model_path = save(two_conv_model(), tmp_path)
     inputs = _inputs(tmp_path, samples=11)
-    calibration = Calibration(tensors=inputs, batch_size=batch_size)
+    calibration = SampleSource(tensors=inputs, batch_size=batch_size)
     fast, graph, fallback = _three_ways(model_path, calibration, monkeypatch, caplog, tile=(3, 3))
     assert fast.activations == graph.activations == fallback.activations
     _check_against_numpy(fast, model_path, np.load(inputs))
@@ -172,7 +173,7 @@ def test_fast_path_boundary_values_equal_the_in_graph_probes(
         [numpy_helper.from_array(-np.ones((1, 1, 1, 1), np.float32), "w")],
     )
     np.save(tmp_path / "x.npy", x)
-    calibration = Calibration(tensors=tmp_path / "x.npy", batch_size=1)
+    calibration = SampleSource(tensors=tmp_path / "x.npy", batch_size=1)
     fast, graph, fallback = _three_ways(save(model, tmp_path), calibration, monkeypatch, caplog)
     assert fast.activations == graph.activations == fallback.activations
     assert fast.activations.tensors["y"].zeros == (3 * 6, 3 * 11, 3 * 15, 3 * 16)
@@ -184,7 +185,7 @@ def test_fast_path_refuses_nan_like_the_in_graph_probes(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", x)
     path = save(two_conv_model(), tmp_path)
     for fast in (True, False):
-        calibration = Calibration(tensors=tmp_path / "x.npy", batch_size=1)
+        calibration = SampleSource(tensors=tmp_path / "x.npy", batch_size=1)
         with pytest.raises(UnsupportedModelError, match="NaN or infinite values"):
             analyze_model(path, calibration, eps=EPS, fast=fast)
 
@@ -237,7 +238,7 @@ def test_embedded_model_in_graph_probes_equal_the_fast_path(tmp_path: Path) -> N
     """The real model's maps, two photos, tiles 8×8 and a ragged 5×5."""
     from onnx_prune.cli import DEFAULT_IMAGES, DEFAULT_MODEL
 
-    calibration = Calibration(images=(DEFAULT_IMAGES,), limit=3, batch_size=1)
+    calibration = SampleSource(images=(DEFAULT_IMAGES,), limit=3, batch_size=1)
     for tile in ((8, 8), (5, 5)):
         runs = [
             analyze_model(DEFAULT_MODEL, calibration, eps=EPS, tile=tile, fast=fast)
