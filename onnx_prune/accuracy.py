@@ -20,7 +20,7 @@ sample at a time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -164,6 +164,38 @@ def pruned_copy(
     return _pruned_copy(loaded, granularity, model_inputs=model_inputs)
 
 
+def feed_samples(
+    session: Session, pruned: PrunedModel, source: SampleSource, labels: Labels | None
+) -> tuple[Feeder, Iterator[SampleBatch]]:
+    """The feeder ``measure_accuracy`` uses and its batches, with their label keys (``tune``
+    shares them)."""
+    feeder = _feeder(session, pruned, source, labels)
+    images = source.tensors is None
+    return feeder, (_samples(batch, images=images) for batch in feeder.batches())
+
+
+def sweep_batches(
+    session: Session,
+    pruned: PrunedModel,
+    batches: Iterable[SampleBatch],
+    settings: Sequence[EpsSetting],
+    *,
+    loaded: LoadedModel,
+    labels: Labels | None,
+    batch_size: int,
+    baselines: BaselineCache | None = None,
+) -> AccuracyReport:
+    """One sweep of ``settings`` (each a uniform ε or a map of IFM name to ε) over ``batches``,
+    measured exactly as ``measure_accuracy`` measures it; ``baselines`` keeps the unpruned
+    outputs of batches that are swept again."""
+    sweep = _Sweep(session, pruned, tuple(settings), labels, baselines)
+    padded = 0
+    for batch in batches:
+        sweep.add(batch)
+        padded += batch.batch.padding
+    return sweep.report(loaded, batch_size, padded=padded)
+
+
 def _pruned_copy(
     loaded: LoadedModel, granularity: Granularity, *, model_inputs: bool
 ) -> PrunedModel:
@@ -214,6 +246,13 @@ class _Samples:
     @property
     def count(self) -> int:
         return len(self.samples)
+
+
+SampleBatch = _Samples
+"""One batch as fed to the pruned session, with the label key of each real sample."""
+
+BaselineCache = dict[int, tuple[SampleBatch, Array]]
+"""Unpruned outputs by batch (the batch is kept with its output, so a key is never reused)."""
 
 
 def _feeder(
@@ -286,7 +325,9 @@ class _Sweep:
         pruned: PrunedModel,
         eps: tuple[EpsSetting, ...],
         labels: Labels | None,
+        baselines: BaselineCache | None = None,
     ) -> None:
+        self._baselines = baselines
         self._session = session
         self._pruned = pruned
         self._eps = eps
@@ -317,7 +358,7 @@ class _Sweep:
             self._measure(_Samples(one, batch.samples[row : row + 1]))
 
     def _measure(self, batch: _Samples) -> None:
-        baseline = self._scores(self._run([self._output], batch, UNPRUNED_EPS)[0], batch.count)
+        baseline = self._scores(self._baseline(batch), batch.count)
         log_reference = self._log_reference(baseline)
         truth = self._truth(batch)
         reference = np.argmax(baseline, axis=1)
@@ -329,6 +370,16 @@ class _Sweep:
             totals.agree += int(np.count_nonzero(np.argmax(scores, axis=1) == reference))
             totals.kl += float(np.sum(_kl(log_reference, self._log_probabilities(scores))))
             self._add_counts(totals, outputs[1:], batch.count)
+
+    def _baseline(self, batch: _Samples) -> Array:
+        """The unpruned output of ``batch``, run once per batch object when a cache is kept."""
+        cached = None if self._baselines is None else self._baselines.get(id(batch))
+        if cached is not None and cached[0] is batch:
+            return cached[1]
+        output = self._run([self._output], batch, UNPRUNED_EPS)[0]
+        if self._baselines is not None:
+            self._baselines[id(batch)] = (batch, output)
+        return output
 
     def _run(self, outputs: list[str], batch: _Samples, eps: EpsSetting) -> list[Array]:
         feeds = {**batch.feeds, self._pruned.eps_input: self._pruned.eps_feed(eps)}

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from onnx_prune.bandwidth import GRANULARITIES, BandwidthReport, Granularity, LayerLoad
-from onnx_prune.errors import InputDataError, OutputPathError
+from onnx_prune.errors import InputDataError
+from onnx_prune.files import write_text
 from onnx_prune.jsondoc import SCHEMA_VERSION, dumps, eps_map_document
 
 
@@ -96,20 +95,8 @@ def merged_eps(eps: Sequence[float], eps_map: EpsMap | None) -> tuple[float, ...
 
 
 def write_eps_map(eps_map: EpsMap, path: Path) -> None:
-    """Write the map file atomically (a temporary file in the same folder, then renamed)."""
-    path = Path(path)
-    if path.is_dir() or not path.parent.is_dir():
-        raise OutputPathError(
-            f"cannot write the ε map to {path}: give a file in an existing folder"
-        )
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(dumps(eps_map_document(eps_map)))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write the map file atomically (``files.write_text``)."""
+    write_text(path, dumps(eps_map_document(eps_map)))
 
 
 # --- the analysis at each layer's own ε ---------------------------------------------------------

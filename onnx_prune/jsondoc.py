@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     from onnx_prune.accuracy import AccuracyReport, EpsAccuracy
     from onnx_prune.analysis import Analysis
     from onnx_prune.baseline import Change, Comparison, ModelFigures
+    from onnx_prune.budget import Measured
     from onnx_prune.calibrate import TensorStats
     from onnx_prune.epsmap import EpsMap, MapSavings
     from onnx_prune.summary import MapSummary, Summary
+    from onnx_prune.tune import LayerSensitivity, SplitFigures, TuneReport
     from onnx_prune.zoo import ModelResult, ZooOutcome
 
 SCHEMA_VERSION = 1
@@ -447,3 +449,91 @@ def model_baseline(figures: ModelFigures, eps: Sequence[float]) -> Document:
         else:
             document.setdefault(figure.name, {})[repr(figure.eps)] = value
     return document
+
+
+def tune_document(report: TuneReport) -> Document:
+    """The ``--json`` document of ``tune`` (schema_version 1)."""
+    search = report.search
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": report.model,
+        "random_weights": report.random_weights,
+        "granularity": report.granularity,
+        "budget": {"kind": report.budget.kind, "limit": report.budget.limit},
+        "metric": report.budget.describe(),
+        "candidates": list(report.candidates),
+        "holdout": report.holdout_fraction,
+        "ifm_bytes": report.ifm_bytes,
+        "sensitivity": [_sensitivity_document(layer) for layer in search.layers],
+        "eps_map": None if report.eps_map is None else eps_map_document(report.eps_map),
+        "chosen_is_uniform": search.chose_uniform,
+        "predicted": {
+            "saved_bytes": search.chosen.predicted_saved_bytes if search.chosen else None,
+            "metric": report.predicted_metric,
+        },
+        "uniform": {
+            "best_eps": report.best_uniform_eps,
+            "sweep": [
+                {"eps": eps, "predicted_saved_bytes": saved, **_measured_document(measured)}
+                for eps, saved, measured in zip(
+                    report.candidates, search.uniform_saved_bytes, search.uniform, strict=True
+                )
+            ],
+        },
+        "splits": {
+            "calibration": _tune_split_document(report.calibration),
+            "holdout": _tune_split_document(report.holdout),
+        },
+        "validations": [
+            {
+                "threshold": item.threshold,
+                "eps": dict(item.eps),
+                "predicted_saved_bytes": item.predicted_saved_bytes,
+                **_measured_document(item.measured),
+            }
+            for item in search.validations
+        ],
+        "runs": {
+            "session_runs": report.runs.runs,
+            "sample_rows": report.runs.rows,
+            "analysis_runs": report.runs.analysis_runs,
+            "analysis_rows": report.runs.analysis_rows,
+        },
+    }
+
+
+def _sensitivity_document(layer: LayerSensitivity) -> Document:
+    return {
+        "tensor": layer.tensor,
+        "layers": list(layer.layers),
+        "ifm_bytes": layer.ifm_bytes,
+        "points": [
+            {
+                "eps": point.eps,
+                "saved_bytes": point.saved_bytes,
+                "source": point.source,
+                "same_as": point.same_as,
+                **(_measured_document(point.measured) if point.measured else {}),
+            }
+            for point in layer.points
+        ],
+    }
+
+
+def _measured_document(measured: Measured | None) -> Document:
+    if measured is None:
+        return {"metric": None, "score": None, "saved_fraction": None, "within": None}
+    return {
+        "metric": measured.metric,
+        "score": measured.score,
+        "saved_fraction": measured.saved_fraction,
+        "within": measured.within,
+    }
+
+
+def _tune_split_document(figures: SplitFigures) -> Document:
+    return {
+        "samples": figures.samples,
+        "map": _measured_document(figures.chosen),
+        "uniform": _measured_document(figures.uniform),
+    }

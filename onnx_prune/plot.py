@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from onnx_prune.analysis import Analysis
+    from onnx_prune.tune import TuneReport
 
 INSTALL_HINT = "pip install 'onnx-prune[plot]'"
 
@@ -196,3 +197,61 @@ def plot_accuracy(
     figure.suptitle(title + (" (RANDOM WEIGHTS)" if random_weights else ""))
     _save(figure, out_path)
     return out_path
+
+
+def plot_tune(report: TuneReport, out_path: Path) -> Path:
+    """``tune --plot``: each layer's sensitivity curve, and the saved-vs-metric frontier of the
+    validated per-layer assignments against the uniform sweep."""
+    figure = _new_figure(rows=1)
+    _plot_sensitivity(figure.add_subplot(1, 2, 1), report)
+    _plot_frontier(figure.add_subplot(1, 2, 2), report)
+    title = f"{Path(report.model).name}: per-layer ε under {report.budget.describe()}"
+    figure.suptitle(title + (" (RANDOM WEIGHTS)" if report.random_weights else ""))
+    _save(figure, out_path)
+    return out_path
+
+
+def _plot_sensitivity(axes: Axes, report: TuneReport) -> None:
+    """Score (KL or 1 − cosine) against ε, one line per layer; crosses leave the budget."""
+    for layer in report.search.layers:
+        points = [p for p in layer.points if p.measured is not None]
+        if not points:
+            continue
+        eps = [p.eps for p in points]
+        scores = [max(p.measured.score, 1e-9) for p in points if p.measured is not None]
+        (line,) = axes.plot(eps, scores, marker=".", linewidth=0.8, alpha=0.7)
+        outside = [(p.eps, s) for p, s in zip(points, scores, strict=True) if not p.admissible]
+        if outside:
+            axes.plot(*zip(*outside, strict=True), "x", color=line.get_color(), markersize=8)
+    axes.set_yscale("log")
+    axes.set(
+        xlabel="ε (this layer alone)",
+        ylabel="score",
+        title="Sensitivity per layer (× outside the budget)",
+    )
+    axes.grid(alpha=0.3)
+
+
+def _plot_frontier(axes: Axes, report: TuneReport) -> None:
+    """Measured saved share against the budget metric: uniform ε and per-layer assignments."""
+    search = report.search
+    uniform = [(100 * m.saved_fraction, m.metric) for m in search.uniform]
+    axes.plot(*zip(*uniform, strict=True), "o-", label="uniform ε")
+    for eps, (x, y) in zip(report.candidates, uniform, strict=True):
+        axes.annotate(f"{eps:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    tried = sorted((100 * v.measured.saved_fraction, v.measured.metric) for v in search.validations)
+    if tried:
+        axes.plot(*zip(*tried, strict=True), "s--", label="per-layer (validated)")
+    if search.chosen is not None:
+        chosen = search.chosen.measured
+        axes.plot(
+            [100 * chosen.saved_fraction], [chosen.metric], "*", markersize=16, label="chosen"
+        )
+    axes.axhline(report.budget.limit, color="red", linewidth=0.8, label="budget")
+    axes.set(
+        xlabel="IFM values skipped (%, measured)",
+        ylabel=report.budget.kind,
+        title="Saved vs metric (calibration split)",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")

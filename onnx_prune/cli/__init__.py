@@ -135,9 +135,9 @@ def write_json(document: Document, destination: str | Path) -> None:
 
 
 def _commands() -> list[ModuleType]:
-    from onnx_prune.cli import accuracy, analyze, convert, diff, paper, weights, zoo
+    from onnx_prune.cli import accuracy, analyze, convert, diff, paper, tune, weights, zoo
 
-    return [weights, analyze, accuracy, zoo, diff, convert, paper]
+    return [weights, analyze, accuracy, tune, zoo, diff, convert, paper]
 
 
 def build_parser() -> argparse.ArgumentParser:

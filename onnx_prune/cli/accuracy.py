@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.eps_map is not None and args.plot is not None:
         raise InputDataError("--plot draws a sweep over ε; an ε map is one point: drop --plot")
     eps_map = read_eps_map(args.eps_map) if args.eps_map is not None else None
-    source = _source(args, labels, embedded=is_embedded(model))
+    source = sample_source(args, labels, embedded=is_embedded(model))
     with _progress(console, quiet=args.json == "-") as progress:
         task = progress.add_task("pruned runs", total=None, done=0)
         report = measure_accuracy(
@@ -86,7 +86,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _source(args: argparse.Namespace, labels: Labels | None, *, embedded: bool) -> SampleSource:
+def sample_source(
+    args: argparse.Namespace, labels: Labels | None, *, embedded: bool
+) -> SampleSource:
+    """The samples the flags name (shared with ``tune``)."""
     preset = args.preset or (DEFAULT_MODEL_PRESET if embedded else OTHER_MODELS_PRESET)
     images: tuple[Path, ...] = ()
     if args.inputs is None:
