@@ -383,6 +383,8 @@ def _counts_document(outcome: ZooOutcome) -> Document:
     missing = outcome.comparison.missing if outcome.comparison is not None else ()
     counts: Document = {"models": len(statuses), "missing": len(missing)}
     counts.update({status: statuses.count(status) for status in ("ok", "partial", "new", "failed")})
+    counts["known_failure"] = statuses.count("known-failure")
+    counts["now_passing"] = statuses.count("now-passing")
     counts["regression"] = statuses.count("regression")
     counts["passed"] = outcome.passed
     return counts

@@ -40,7 +40,9 @@ from onnx_prune.runtime import (
     open_session,
 )
 
-Status = Literal["ok", "partial", "new", "failed", "regression", "missing"]
+Status = Literal[
+    "ok", "partial", "new", "failed", "regression", "missing", "known-failure", "now-passing"
+]
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,16 @@ class ZooModel:
 
 @dataclass(frozen=True)
 class ZooJob:
-    """How to analyse one model: tensors come from ``inputs_dir`` when set, else images."""
+    """How to analyse one model: tensors come from ``inputs_dir`` when set, else from the
+    calibration. ``extra_eps`` are measured too (in the model's analysis document only);
+    ``expected_failure`` marks a known failure (``expected = "fail"`` in the zoo config)."""
 
     model: ZooModel
     calibration: SampleSource
     eps: tuple[float, ...]
     inputs_dir: Path | None = None
+    extra_eps: tuple[float, ...] = ()
+    expected_failure: bool = False
     threads: int | None = None
     providers: Providers = CPU_ONLY
 
@@ -78,6 +84,7 @@ class ModelResult:
     traceback: str | None = None
     seconds: float = 0.0
     partial: str | None = None
+    expected_failure: bool = False
 
     @property
     def ok(self) -> bool:
@@ -96,11 +103,14 @@ class ZooOutcome:
 
     def status(self, result: ModelResult) -> Status:
         """ok, partial (analysed, but some compute-like ops were not: ``result.partial`` says
-        which), failed, regression, or new (analysed but absent from the baseline)."""
+        which), failed, regression, new (analysed but absent from the baseline), known-failure
+        (failed as the zoo config expects) or now-passing (expected to fail, but analysed)."""
         comparison = self.comparison
         whole: Status = "ok" if result.partial is None else "partial"
         if not result.ok:
-            return "failed"
+            return "known-failure" if result.expected_failure else "failed"
+        if result.expected_failure:
+            return "now-passing"
         if comparison is None:
             return whole
         if any(change.model == result.model.key for change in comparison.regressions):
@@ -109,8 +119,18 @@ class ZooOutcome:
 
     @property
     def failed(self) -> tuple[ModelResult, ...]:
-        """The models that could not be analysed."""
-        return tuple(result for result in self.results if not result.ok)
+        """The models that could not be analysed, known failures left out."""
+        return tuple(r for r in self.results if not r.ok and not r.expected_failure)
+
+    @property
+    def known_failures(self) -> tuple[ModelResult, ...]:
+        """The models that failed as the zoo config expects (they do not fail the run)."""
+        return tuple(r for r in self.results if not r.ok and r.expected_failure)
+
+    @property
+    def now_passing(self) -> tuple[ModelResult, ...]:
+        """The models expected to fail that were analysed (reported; they do not fail the run)."""
+        return tuple(r for r in self.results if r.ok and r.expected_failure)
 
     @property
     def passed(self) -> bool:
@@ -237,6 +257,7 @@ def _collect(future: Future[ModelResult], job: ZooJob) -> ModelResult:
     except BrokenProcessPool:
         return ModelResult(
             model=job.model,
+            expected_failure=job.expected_failure,
             error="the worker process died (out of memory, or a crash inside onnxruntime): "
             f"run onnx-prune analyze {job.model.path} on its own to see why",
         )
@@ -244,12 +265,17 @@ def _collect(future: Future[ModelResult], job: ZooJob) -> ModelResult:
 
 def analyze_zoo_model(job: ZooJob) -> ModelResult:
     """Analyse one model; any error becomes a failed result with a one-line reason."""
+    return replace(_analyze_zoo_model(job), expected_failure=job.expected_failure)
+
+
+def _analyze_zoo_model(job: ZooJob) -> ModelResult:
     started = time.perf_counter()
+    eps = zoo_eps(job.eps)
     try:
         analysis = analyze_model(
             job.model.path,
             _calibration_for(job),
-            eps=zoo_eps(job.eps),
+            eps=eps + tuple(e for e in job.extra_eps if e not in eps),
             providers=job.providers,
             session_factory=_session_factory(job.threads),
         )
@@ -264,7 +290,7 @@ def analyze_zoo_model(job: ZooJob) -> ModelResult:
         )
     return ModelResult(
         job.model,
-        figures=model_figures(analysis),
+        figures=model_figures(analysis, eps=eps),
         document=analysis_document(analysis),
         seconds=_since(started),
         partial=partial_reason(analysis),
@@ -335,22 +361,29 @@ def figures_by_key(results: Sequence[ModelResult]) -> dict[str, ModelFigures | N
     return {result.model.key: result.figures for result in results}
 
 
-def model_figures(analysis: Analysis) -> ModelFigures:
-    """The key figures of one analysis (the weight figure is its share at ε = 0)."""
+def model_figures(analysis: Analysis, *, eps: Sequence[float] | None = None) -> ModelFigures:
+    """The key figures of one analysis at ``eps`` (default: every ε it measured); the weight
+    figure is its share at ε = 0."""
     total = analysis.weights.total()
     zero = analysis.weights.eps.index(0.0)
     ifm = analysis.summary.ifm
     load = analysis.bandwidth.total
     counted = load.layers > 0  # no layer's bytes known: the load figures are unknown, not zero
+    measured = list(analysis.activations.eps)
+    index = [measured.index(e) for e in (measured if eps is None else eps)]
+
+    def at(values: Sequence[float]) -> tuple[float, ...]:
+        return tuple(values[i] for i in index)
+
     return ModelFigures(
         opset=analysis.opset,
         compute_layers=len(analysis.layers),
         random_weights=analysis.random_weights,
         samples=analysis.activations.samples,
         weight_zero=total.zeros[zero] / total.elements if total.elements else 0.0,
-        ifm_zero_paper_mean=ifm.paper_mean,
-        ifm_zero_weighted=ifm.weighted,
-        ifm_channel_saved=ifm.channel_saved_share,
-        load_saved=load.saved_share("channel") if counted else None,
+        ifm_zero_paper_mean=at(ifm.paper_mean),
+        ifm_zero_weighted=at(ifm.weighted),
+        ifm_channel_saved=at(ifm.channel_saved_share),
+        load_saved=at(load.saved_share("channel")) if counted else None,
         ifm_load_share=load.ifm_share if counted else None,
     )

@@ -58,6 +58,7 @@ from onnx_prune.zoo import (
     run_zoo,
     zoo_eps,
 )
+from onnx_prune.zooconfig import ModelSettings, ZooConfig, find_zoo_config
 
 if TYPE_CHECKING:
     from onnx_prune.cli import Subparsers
@@ -86,8 +87,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if baseline is not None:
         check_baseline_eps(baseline, eps)
     quiet = "-" in (args.json, args.markdown)
+    config = find_zoo_config(args.paths, args.config)
     images = _images(args)
-    jobs = [_job(model, args, eps, images, providers) for model in models]
+    if config is not None and not quiet:
+        _print_unmatched(config, models, console)
+    settings = [_settings(config, model) for model in models]
+    jobs = [
+        _job(model, args, eps, images, providers, setting)
+        for model, setting in zip(models, settings, strict=True)
+    ]
     results = _run_with_progress(jobs, args.jobs, console, quiet=quiet)
     comparison = None
     if baseline is not None:
@@ -143,25 +151,42 @@ def _job(
     eps: tuple[float, ...],
     images: tuple[Path, ...],
     providers: Providers,
+    settings: ModelSettings,
 ) -> ZooJob:
-    """The job for one model; the embedded model keeps its own preset unless --preset is given."""
+    """The job for one model: its zoo config settings over the flags; the embedded model keeps
+    its own preset unless one is given."""
     embedded = is_embedded(model.path)
+    default_preset = DEFAULT_MODEL_PRESET if embedded else "imagenet"
+    own_samples = settings.inputs is not None or bool(settings.images)
     calibration = SampleSource(
-        images=images,
-        preset=args.preset or (DEFAULT_MODEL_PRESET if embedded else "imagenet"),
-        size=args.size,
+        images=settings.images or images,
+        tensors=settings.inputs,
+        preset=settings.preset or args.preset or default_preset,
+        size=settings.size or args.size,
         batch_size=args.batch_size,
         limit=args.limit,
         strict=args.strict,
-        batch_axes=batch_axes_from(args),
+        batch_axes=tuple({**dict(batch_axes_from(args)), **dict(settings.batch_axis)}.items()),
     )
     return ZooJob(
         model=model,
         calibration=calibration,
         eps=eps,
-        inputs_dir=args.inputs_dir,
+        inputs_dir=None if own_samples else args.inputs_dir,
         providers=providers,
+        extra_eps=settings.eps,
+        expected_failure=settings.expected_failure,
     )
+
+
+def _settings(config: ZooConfig | None, model: ZooModel) -> ModelSettings:
+    return ModelSettings() if config is None else config.settings_for(model.path, model.key)
+
+
+def _print_unmatched(config: ZooConfig, models: tuple[ZooModel, ...], console: Console) -> None:
+    unmatched = config.unmatched([(model.path, model.key) for model in models])
+    for pattern in unmatched:
+        console.print(Text(f'{config.path}: ["{pattern}"] matches no model', style="yellow"))
 
 
 def _run_with_progress(
@@ -240,6 +265,12 @@ def add_parser(commands: Subparsers) -> None:
         help="comma list of ε (default 0,0.1,0.2,0.3,0.4,0.5); 0 is added when missing",
     )
     _add_baseline_arguments(parser)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="per-model settings (default: onnx-prune.toml in the zoo folder, when there)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
     parser.add_argument(
         "--markdown", metavar="PATH", help="write the table as Markdown (e.g. $GITHUB_STEP_SUMMARY)"

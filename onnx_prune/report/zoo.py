@@ -18,7 +18,7 @@ from rich.text import Text
 
 from onnx_prune.baseline import Change, Comparison, ModelFigures
 from onnx_prune.report import eps_label, plain_table
-from onnx_prune.zoo import ModelResult, ZooOutcome
+from onnx_prune.zoo import ModelResult, Status, ZooOutcome
 
 FIGURE_HEADER = "IFM (%)"
 FIGURE_LINES = ("paper mean", "weighted", "zero chan.", "load saved")
@@ -92,6 +92,8 @@ def format_model_done(result: ModelResult, done: int, total: int) -> Text:
         return Text(f"{prefix}partial {result.model.key}: {result.partial}", style="yellow")
     if result.ok:
         return Text(f"{prefix}ok      {result.model.key}  {result.seconds:.1f} s")
+    if result.expected_failure:
+        return Text(f"{prefix}known failure {result.model.key}: {result.error}", style="yellow")
     return Text(f"{prefix}failed  {result.model.key}: {result.error}", style="red")
 
 
@@ -179,6 +181,17 @@ def _sections(outcome: ZooOutcome) -> list[_Section]:
     failed = tuple(f"{result.model.key}: {result.error}" for result in outcome.failed)
     if failed:
         sections.append(_Section(f"Failed ({len(failed)})", failed, "red"))
+    known = tuple(f"{result.model.key}: {result.error}" for result in outcome.known_failures)
+    if known:
+        heading = f"Known failures, expected by the zoo config ({len(known)})"
+        sections.append(_Section(heading, known, "yellow"))
+    fixed = tuple(result.model.key for result in outcome.now_passing)
+    if fixed:
+        heading = (
+            f"Now passing, though the zoo config expects them to fail ({len(fixed)}): "
+            'remove expected = "fail" for them'
+        )
+        sections.append(_Section(heading, fixed, "green"))
     if outcome.comparison is not None:
         sections += _comparison_sections(outcome.comparison)
     return sections
@@ -219,7 +232,16 @@ def _change_text(change: Change) -> str:
 
 def _verdict(outcome: ZooOutcome) -> str:
     statuses = [outcome.status(result) for result in outcome.results]
-    counts = [f"{statuses.count(s)} {s}" for s in ("ok", "partial", "new", "failed", "regression")]
+    shown_statuses: tuple[Status, ...] = (
+        "ok",
+        "partial",
+        "new",
+        "failed",
+        "regression",
+        "known-failure",
+        "now-passing",
+    )
+    counts = [f"{statuses.count(s)} {s}" for s in shown_statuses]
     if outcome.comparison is not None:
         counts.append(f"{len(outcome.comparison.missing)} missing")
     shown = ", ".join(count for count in counts if not count.startswith("0 ")) or "nothing"
