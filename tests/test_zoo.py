@@ -358,6 +358,8 @@ def test_json_holds_every_analysis_and_the_comparison(
         "partial": 0,
         "new": 0,
         "failed": 0,
+        "known_failure": 0,
+        "now_passing": 0,
         "regression": 1,
         "missing": 0,
         "passed": False,
