@@ -52,6 +52,22 @@ def _vector_model() -> onnx.ModelProto:
     )
 
 
+def _column_model() -> onnx.ModelProto:
+    """v[10,N] (samples on axis 1) -> Transpose -> Gemm -> Relu."""
+    weight = np.random.default_rng(6).normal(0.0, 0.5, (10, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["v"], ["t"], name="transpose", perm=[1, 0]),
+        helper.make_node("Gemm", ["t", "w"], ["g"], name="gemm"),
+        helper.make_node("Relu", ["g"], ["y"], name="relu"),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("v", FLOAT, [10, "N"])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 3])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+
+
 def _zoo(tmp_path: Path) -> Path:
     zoo = tmp_path / "zoo"
     for folder in ("ocr", "square", "audio", "broken", "photos", "tensors"):
@@ -59,12 +75,14 @@ def _zoo(tmp_path: Path) -> Path:
     save(_flatten_model(12, 20, 1), zoo / "ocr", "wide.onnx")
     save(_flatten_model(16, 16, 2), zoo / "square", "sq.onnx")
     save(_vector_model(), zoo / "audio", "vec.onnx")
+    save(_column_model(), zoo / "audio", "col.onnx")
     save(_flatten_model(9, 9, 3), zoo / "broken", "old.onnx")  # no setting makes it run
     rng = np.random.default_rng(5)
     for index in range(3):
         pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(zoo / "photos" / f"p{index}.png")
     np.save(zoo / "tensors" / "vec.npy", rng.normal(0.0, 1.0, (4, 10)).astype(np.float32))
+    np.save(zoo / "tensors" / "col.npy", rng.normal(0.0, 1.0, (10, 7)).astype(np.float32))
     return zoo
 
 
@@ -81,6 +99,10 @@ preset = "imagenet"
 
 ["audio/vec.onnx"]
 inputs = "tensors/vec.npy"
+
+["audio/col.onnx"]
+inputs = "tensors/col.npy"
+batch_axis = { v = 1 }
 
 ["broken/old.onnx"]
 images = "photos"
@@ -102,6 +124,7 @@ def test_a_zoo_of_different_input_sizes_runs_from_one_file(
     document = json.loads(out.read_text())
     statuses = {model["model"]: model["status"] for model in document["models"]}
     assert statuses == {
+        "audio/col.onnx": "ok",
         "audio/vec.onnx": "ok",
         "broken/old.onnx": "known-failure",
         "ocr/wide.onnx": "ok",
@@ -114,6 +137,7 @@ def test_a_zoo_of_different_input_sizes_runs_from_one_file(
     assert wide["layers"][0]["ifm"]["shape"] == [3, 12, 20]
     assert models["square/sq.onnx"]["analysis"]["layers"][0]["ifm"]["shape"] == [3, 16, 16]
     assert models["audio/vec.onnx"]["analysis"]["samples"] == 4
+    assert models["audio/col.onnx"]["analysis"]["samples"] == 7  # samples on axis 1
     assert document["summary"]["known_failure"] == 1
     assert document["summary"]["passed"] is True
 
