@@ -32,6 +32,7 @@ from onnx import TensorProto, helper
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.layers import ComputeLayer
 from onnx_prune.load import default_opset
+from onnx_prune.quantization import SIGNATURES
 from onnx_prune.shapes import infer_tensor_types
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ UNPRUNED = -1.0
 """The ε entry that prunes nothing: no |x| is <= a negative number."""
 
 MIN_OPSET = 9
-_QUANTIZED = frozenset({"QLinearConv", "QLinearMatMul"})
+_QUANTIZED = frozenset(SIGNATURES)  # integer kernels: QLinear*, QGemm, *Integer
 _FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16})
 
 

@@ -90,9 +90,17 @@ class _Reader:
 
 
 def quantize_static_copy(
-    float_model: Path, folder: Path, *, qdq: bool, per_channel: bool, name: str
+    float_model: Path,
+    folder: Path,
+    *,
+    qdq: bool,
+    per_channel: bool,
+    name: str,
+    samples: np.ndarray | None = None,
+    input_name: str = "x",
 ) -> Path:
-    """``quantize_static`` of ``float_model`` in QDQ or QOperator format."""
+    """``quantize_static`` of ``float_model`` in QDQ or QOperator format, calibrated on
+    ``samples`` (default: ``calibration_samples()``)."""
     from onnxruntime.quantization import (  # noqa: TID251 (the quantizer is what users run)
         QuantFormat,
         QuantType,
@@ -103,7 +111,7 @@ def quantize_static_copy(
     quantize_static(
         str(float_model),
         str(destination),
-        _Reader("x", calibration_samples()),
+        _Reader(input_name, calibration_samples() if samples is None else samples),
         quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
         per_channel=per_channel,
         activation_type=QuantType.QUInt8,

@@ -145,7 +145,9 @@ def test_weights_finds_every_layer_with_exact_zero_point_counts(
     assert first.zero_filters == 2  # conv1's two zero filters stay exactly at the zero point
 
 
-def _pull(path: Path, tensors: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+def _pull(
+    path: Path, tensors: list[str], x: np.ndarray, input_name: str = "x"
+) -> dict[str, np.ndarray]:
     """The tensors of the graph as written (optimizations off), in one run of the whole batch,
     by marking them as untyped outputs of a copy (onnxruntime infers their types)."""
     loaded = load_model(path)
@@ -157,7 +159,7 @@ def _pull(path: Path, tensors: list[str], x: np.ndarray) -> dict[str, np.ndarray
     )
     with model_file(loaded, copy) as source:
         session = open_session(source, SessionOptions(optimize=False))
-        outputs = session.run(list(tensors), {"x": x})
+        outputs = session.run(list(tensors), {input_name: x})
     return dict(zip(tensors, outputs, strict=True))
 
 
@@ -184,11 +186,13 @@ def _integer_parameters(path: Path, tensor: str) -> tuple[str | float, str | flo
     raise AssertionError(f"no producer of {tensor}")
 
 
-def _expected_maps(analysis: Analysis, path: Path, x: np.ndarray) -> dict[str, dict[str, tuple]]:
+def _expected_maps(
+    analysis: Analysis, path: Path, x: np.ndarray, input_name: str = "x"
+) -> dict[str, dict[str, tuple]]:
     """Counts per probed tensor with numpy: integer maps dequantized with their scale and zero
     point (run-time ones pulled from the same run of the same batch)."""
     tensors = probed_tensors(analysis.layers)
-    pulled = _pull(path, tensors, x)
+    pulled = _pull(path, tensors, x, input_name)
     parameters = {
         tensor: _integer_parameters(path, tensor)
         for tensor in tensors
@@ -196,7 +200,7 @@ def _expected_maps(analysis: Analysis, path: Path, x: np.ndarray) -> dict[str, d
     }
     runtime = [name for pair in parameters.values() for name in pair if isinstance(name, str)]
     if runtime:
-        pulled.update(_pull(path, runtime, x))
+        pulled.update(_pull(path, runtime, x, input_name))
     expected = {}
     for tensor in tensors:
         values = pulled[tensor]
@@ -478,3 +482,43 @@ def test_integer_probe_outputs_carry_their_real_type(models: dict[str, Path]) ->
     declared = {o.name: o.type.tensor_type.elem_type for o in probed.model.graph.output}
     for probe in probed.manifest.probes:
         assert declared[probe.tile_max] == TensorProto.UINT8, probe.tensor
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["qdq-channel", "qoperator", "dynamic"])
+def test_quantized_embedded_model_finds_all_layers_and_counts_match_numpy(
+    tmp_path: Path, form: str
+) -> None:
+    """EfficientNet-Lite0 quantized by onnxruntime on two photos: 50 layers, counts = numpy."""
+    from onnx_prune.cli import DEFAULT_IMAGES, DEFAULT_MODEL
+    from onnx_prune.inputs import get_preset, load_image
+
+    preset = get_preset("efficientnet-lite")
+    photos = [load_image(DEFAULT_IMAGES / n, preset, (224, 224)) for n in ("dog.jpg", "eagle.jpg")]
+    x = np.stack(photos)
+    np.save(tmp_path / "x.npy", x)
+    name = onnx.load(DEFAULT_MODEL, load_external_data=False).graph.input[0].name
+    if form == "dynamic":
+        path = quantize_dynamic_copy(DEFAULT_MODEL, tmp_path)
+    else:
+        path = quantize_static_copy(
+            DEFAULT_MODEL,
+            tmp_path,
+            qdq=form.startswith("qdq"),
+            per_channel=True,
+            name=f"{form}.onnx",
+            samples=x,
+            input_name=name,
+        )
+    analysis = analyze_model(
+        path, SampleSource(tensors=tmp_path / "x.npy", batch_size=2), eps=EPS, optimize=False
+    )
+    assert len(analysis.layers) == 50
+    assert analysis.weights.coverage.complete
+    for tensor, numbers in _expected_maps(analysis, path, x, input_name=name).items():
+        stats = analysis.activations.tensors[tensor]
+        assert (stats.elements, stats.zeros, stats.zero_channels) == (
+            numbers["elements"],
+            numbers["zeros"],
+            numbers["zero_channels"],
+        ), tensor
