@@ -258,6 +258,7 @@ class Feeder:
             self.batch_size,
             input_name=layout.name,
             strict=source.strict,
+            found=True,
         )
         return (self._cast_images(batch, layout) for batch in images), len(chosen)
 

@@ -290,15 +290,18 @@ def iter_image_batches(
     input_name: str,
     strict: bool = False,
     limit: int | None = None,
+    found: bool = False,
 ) -> Iterator[Batch]:
     """Batches of preprocessed images from ``paths`` (files or folders), decoded one at a time.
 
     ``arrays`` holds one float32 array under ``input_name``. Unreadable files are logged and
     listed in ``Batch.skipped``; with ``strict`` they are an error, and so is having no readable
-    image at all. ``limit`` caps the number of samples. Path errors are raised at once.
+    image at all. ``limit`` caps the number of samples. Path errors are raised at once. With
+    ``found``, ``paths`` are files that :func:`find_images` returned: a dangling link or a pipe
+    among them is a found file, skipped, not a path the user typed.
     """
     _check_counts(batch_size, limit)
-    files = find_images(paths)
+    files = list(paths) if found else find_images(paths)
     decoded = _decode_images(files, preset, size, strict=strict, limit=limit)
     return _batch_images(decoded, input_name, batch_size, origin=_list_paths(paths))
 
