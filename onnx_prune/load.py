@@ -152,6 +152,9 @@ def check_acyclic(graph: onnx.GraphProto, path: Path) -> None:
 
     Kahn's algorithm: a node is ready once every node writing one of its inputs is done.
     """
+    for node in graph.node:
+        if (set(node.input) & set(node.output)) - {""}:
+            raise _cycle_error(path, node)
     producers = _producers(graph, path)
     users: list[list[int]] = [[] for _ in graph.node]
     waiting = [0] * len(graph.node)
@@ -169,10 +172,14 @@ def check_acyclic(graph: onnx.GraphProto, path: Path) -> None:
                 ready.append(user)
     if done < len(graph.node):
         stuck = graph.node[next(index for index, count in enumerate(waiting) if count)]
-        raise ModelLoadError(
-            f"{path}: the graph has a cycle: node '{stuck.name}' ({stuck.op_type}) needs, "
-            "through its inputs, its own output: the model is malformed; re-export it"
-        )
+        raise _cycle_error(path, stuck)
+
+
+def _cycle_error(path: Path, node: onnx.NodeProto) -> ModelLoadError:
+    return ModelLoadError(
+        f"{path}: the graph has a cycle: node '{node.name}' ({node.op_type}) needs, through "
+        "its inputs, its own output: the model is malformed; re-export it"
+    )
 
 
 def _producers(graph: onnx.GraphProto, path: Path) -> dict[str, int]:

@@ -7,6 +7,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -169,6 +170,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
     wide = sys.stdout is not None and not sys.stdout.isatty() and "COLUMNS" not in os.environ
     console = EscapingConsole(width=PIPE_WIDTH if wide else None)
+    _show_warnings()
     try:
         handler: Handler = args.handler
         return handler(args, console)
@@ -182,6 +184,22 @@ def _run(argv: Sequence[str] | None) -> int:
     return 2
 
 
+class _WarningHandler(logging.Handler):
+    """The library's warnings on standard error, one line each, control characters escaped."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from onnx_prune.report.terminal import printable
+
+        if sys.stderr is not None:
+            sys.stderr.write(printable(self.format(record)) + "\n")
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("onnx_prune")
+    if not any(isinstance(handler, _WarningHandler) for handler in logger.handlers):
+        logger.addHandler(_WarningHandler(logging.WARNING))
+
+
 def _memory_advice(args: argparse.Namespace) -> str:
     from onnx_prune.runtime import out_of_memory_advice
 
@@ -193,11 +211,17 @@ def _print_error(message: str, *, label: str = "error:") -> None:
     """One line on standard error, control characters escaped, the label red on a terminal."""
     if sys.stderr is None:
         return
-    from rich.console import Console
-    from rich.markup import escape
+    try:
+        from rich.console import Console
+        from rich.markup import escape
 
-    from onnx_prune.report.terminal import printable
-
+        from onnx_prune.report.terminal import printable
+    except BaseException:  # Ctrl-C or a broken install while importing rich: plain text
+        plain = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode() for c in message
+        )
+        sys.stderr.write(f"{label} {plain}".rstrip() + "\n")
+        return
     text = f"[bold red]{label}[/] {escape(printable(message))}".rstrip()
     Console(stderr=True).print(text, soft_wrap=True, highlight=False)
 
