@@ -4,12 +4,15 @@ One onnxruntime session runs the pruned copy (``pruning.add_pruning``) over the 
 batches. Each batch runs once with ε = −1, which prunes nothing and so *is* the unpruned model,
 then once per ε. Only running sums are kept, so memory is constant in the number of samples.
 
-Per ε: top-1/top-5 against labels (fractions of the labelled samples; None without labels),
-agreement (the share of samples whose top-1 equals the unpruned top-1), the mean KL divergence
-KL(unpruned ‖ pruned) of the class distributions, and the share of the compute layers' IFM values
-that pruning skipped. The model's first output is taken as class scores, one row per sample:
-rows that are non-negative and sum to 1 on the first batch are read as probabilities, anything
-else as logits (softmax applied).
+Per ε and per output of the model: the mean cosine similarity and relative L2 error of the
+pruned output against the unpruned one (``fidelity``), and the share of the compute layers' IFM
+values that pruning skipped. Outputs shaped as class scores (``[N, classes]``, classes ≥ 2) are
+classifier outputs; the first of them (or the one ``output`` names) is scored: top-1 and top-5
+against labels (fractions of the labelled samples; None without labels; top-5 only with more
+than 5 classes), agreement (the share of samples whose top-1 equals the unpruned top-1) and the
+mean KL divergence KL(unpruned ‖ pruned). Rows that are non-negative and sum to 1 on the first
+batch are read as probabilities, anything else as logits (softmax applied). A model without a
+classifier output (a detector, a sequence model) gets the fidelity figures only.
 
 Samples are batched by ``feeds.Feeder``, as in ``analyze``: a model that fixes its batch runs
 with batches of that size (the last one padded with copies, the copies dropped). A model that
@@ -27,12 +30,14 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 
 from onnx_prune import runtime
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.epsmap import EpsMap, check_eps_map
 from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.feeds import DEFAULT_EPS, Feeder, Progress, SampleSource, SessionFactory
+from onnx_prune.fidelity import Fidelity, FidelityTotals, is_classifier
 from onnx_prune.inputs import Batch, SkippedInput
 from onnx_prune.labels import Labels, Sample, check_classes, check_coverage
 from onnx_prune.layers import find_compute_layers
@@ -70,16 +75,22 @@ class EpsAccuracy:
     eps: float | None
     top1: float | None
     top5: float | None
-    agreement: float
-    kl: float
+    agreement: float | None
+    kl: float | None
     saved_fraction: float
     pruned_elements: int
     ifm_elements: int
+    outputs: Mapping[str, Fidelity] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class AccuracyReport:
-    """The whole sweep: the unpruned baseline and one result per ε, in the order asked."""
+    """The whole sweep: the unpruned baseline and one result per ε, in the order asked.
+
+    ``outputs`` are the model's outputs (each with fidelity figures per result),
+    ``classifier_outputs`` those shaped as class scores, and ``scored_output`` the one top-1,
+    top-5, agreement and KL are measured on (None: no classifier output; those are then None).
+    """
 
     model: str
     granularity: Granularity
@@ -96,6 +107,10 @@ class AccuracyReport:
     providers: Providers = CPU_ONLY
     eps_map: EpsMap | None = None
     padded_samples: int = 0
+    outputs: tuple[str, ...] = ()
+    classifier_outputs: tuple[str, ...] = ()
+    scored_output: str | None = None
+    classes: int | None = None
 
     @property
     def eps(self) -> tuple[float, ...]:
@@ -114,6 +129,17 @@ class AccuracyReport:
         ]
         return max(within) if within else None
 
+    def max_eps_within_cosine(self, min_cosine: float) -> float | None:
+        """The largest ε at which every output's mean cosine similarity is at least
+        ``min_cosine``; None when no ε is."""
+        within = [
+            result.eps
+            for result in self.results
+            if result.eps is not None
+            and all(f.cosine >= min_cosine - 1e-12 for f in result.outputs.values())
+        ]
+        return max(within) if within else None
+
 
 def measure_accuracy(
     loaded: LoadedModel,
@@ -127,6 +153,7 @@ def measure_accuracy(
     progress: Progress | None = None,
     model_inputs: bool = False,
     eps_map: EpsMap | None = None,
+    output: str | None = None,
 ) -> AccuracyReport:
     """Run the ε sweep of ``loaded`` over the samples of ``source`` (fed by ``feeds.Feeder``).
 
@@ -135,7 +162,7 @@ def measure_accuracy(
     are model inputs (the paper prunes only feature maps the network computes). ``providers``:
     the onnxruntime execution providers (default: the CPU); ``session_factory`` replaces
     onnxruntime (tests). ``eps_map`` replaces the sweep by one run at each IFM's own ε (``eps``
-    is then not used).
+    is then not used). ``output`` names the classifier output to score (default: the first).
     """
     settings: tuple[EpsSetting, ...] = (eps_map.eps,) if eps_map else tuple(map(float, eps))
     if eps_map is None:
@@ -147,8 +174,9 @@ def measure_accuracy(
         check_eps_map(eps_map, ifms, model=str(loaded.path))
     with runtime.model_file(loaded, pruned.model) as model_source:
         session = session_factory(model_source, SessionOptions(providers=providers))
-        sweep = _Sweep(session, pruned, settings, labels)
         feeder = _feeder(session, pruned, source, labels)
+        outputs = _model_outputs(loaded.model, feeder.batch_name, output)
+        sweep = _Sweep(session, pruned, settings, labels, outputs)
         for batch in feeder.batches():
             sweep.add(_samples(batch, images=source.tensors is None))
             if progress is not None:
@@ -184,11 +212,15 @@ def sweep_batches(
     labels: Labels | None,
     batch_size: int,
     baselines: BaselineCache | None = None,
+    batch_name: str | None = None,
+    output: str | None = None,
 ) -> AccuracyReport:
     """One sweep of ``settings`` (each a uniform ε or a map of IFM name to ε) over ``batches``,
     measured exactly as ``measure_accuracy`` measures it; ``baselines`` keeps the unpruned
-    outputs of batches that are swept again."""
-    sweep = _Sweep(session, pruned, tuple(settings), labels, baselines)
+    outputs of batches that are swept again. ``batch_name`` (``Feeder.batch_name``) finds the
+    outputs' batch axes (default: axis 0); ``output`` is the classifier output to score."""
+    outputs = _model_outputs(loaded.model, batch_name, output)
+    sweep = _Sweep(session, pruned, tuple(settings), labels, outputs, baselines)
     padded = 0
     for batch in batches:
         sweep.add(batch)
@@ -218,8 +250,11 @@ def accuracy_drop(report: AccuracyReport, result: EpsAccuracy) -> float | None:
 
 
 def _drop(report: AccuracyReport, result: EpsAccuracy) -> float:
+    """The top-1 drop, else the agreement drop; infinite without a scored output."""
     drop = accuracy_drop(report, result)
-    return 100.0 * (1.0 - result.agreement) if drop is None else drop
+    if drop is not None:
+        return drop
+    return float("inf") if result.agreement is None else 100.0 * (1.0 - result.agreement)
 
 
 def _check_eps(eps: Sequence[float]) -> None:
@@ -251,8 +286,8 @@ class _Samples:
 SampleBatch = _Samples
 """One batch as fed to the pruned session, with the label key of each real sample."""
 
-BaselineCache = dict[int, tuple[SampleBatch, Array]]
-"""Unpruned outputs by batch (the batch is kept with its output, so a key is never reused)."""
+BaselineCache = dict[int, tuple[SampleBatch, dict[str, Array]]]
+"""Unpruned outputs by batch (the batch is kept with its outputs, so a key is never reused)."""
 
 
 def _feeder(
@@ -294,6 +329,37 @@ def _check_labels(
 # --- the sweep ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """The model's outputs: their batch axes (None: none) and the output asked to be scored."""
+
+    axes: Mapping[str, int | None]
+    requested: str | None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.axes)
+
+
+def _model_outputs(
+    model: onnx.ModelProto, batch_name: str | None, requested: str | None
+) -> _Outputs:
+    """Each output's batch axis: where its dims name the inputs' batch dim, else axis 0."""
+    axes: dict[str, int | None] = {}
+    for value in model.graph.output:
+        dims = [dim.dim_param for dim in value.type.tensor_type.shape.dim]
+        has_shape = value.type.tensor_type.HasField("shape")
+        axes[value.name] = dims.index(batch_name) if batch_name in dims else 0
+        if has_shape and not dims:
+            axes[value.name] = None  # a scalar output
+    if requested is not None and requested not in axes:
+        known = ", ".join(f"'{name}'" for name in axes)
+        raise InputDataError(
+            f"--output '{requested}' is not an output of the model: its outputs are {known}"
+        )
+    return _Outputs(axes, requested)
+
+
 @dataclass
 class _Totals:
     """Running sums for one ε (mutable, private to the sweep)."""
@@ -304,6 +370,7 @@ class _Totals:
     kl: float = 0.0
     pruned: int = 0
     elements: int = 0
+    fidelity: dict[str, FidelityTotals] = field(default_factory=dict)
 
 
 @dataclass
@@ -313,6 +380,9 @@ class _State:
     top1: int = 0
     top5: int = 0
     output_kind: OutputKind | None = None
+    classifiers: tuple[str, ...] | None = None
+    scored: str | None = None
+    classes: int | None = None
     skipped: list[SkippedInput] = field(default_factory=list)
 
 
@@ -325,6 +395,7 @@ class _Sweep:
         pruned: PrunedModel,
         eps: tuple[EpsSetting, ...],
         labels: Labels | None,
+        outputs: _Outputs,
         baselines: BaselineCache | None = None,
     ) -> None:
         self._baselines = baselines
@@ -332,11 +403,14 @@ class _Sweep:
         self._pruned = pruned
         self._eps = eps
         self._labels = labels
-        self._output = pruned.model.graph.output[0].name
+        self._outputs = outputs
+        self._names = outputs.names
         self._counted = [
             name for tensor in pruned.tensors for name in (tensor.count_output, tensor.shape_output)
         ]
-        self._totals = [_Totals() for _ in eps]
+        self._totals = [
+            _Totals(fidelity={name: FidelityTotals() for name in self._names}) for _ in eps
+        ]
         self._state = _State()
         self._splitter = BatchSplitter()
 
@@ -358,57 +432,89 @@ class _Sweep:
             self._measure(_Samples(one, batch.samples[row : row + 1]))
 
     def _measure(self, batch: _Samples) -> None:
-        baseline = self._scores(self._baseline(batch), batch.count)
-        log_reference = self._log_reference(baseline)
+        unpruned = self._baseline(batch)
+        axes = {name: self._axis(name, array, batch) for name, array in unpruned.items()}
+        self._decide(unpruned, axes)
         truth = self._truth(batch)
-        reference = np.argmax(baseline, axis=1)
-        results = [self._run([self._output, *self._counted], batch, e) for e in self._eps]
+        runs = [self._run([*self._names, *self._counted], batch, e) for e in self._eps]
+        scored = self._state.scored
+        baseline = None if scored is None else self._scores(unpruned[scored], axes, batch.count)
         self._add_baseline(baseline, truth)
-        for totals, outputs in zip(self._totals, results, strict=True):
-            scores = self._scores(outputs[0], batch.count)
-            _add_topk(totals, scores, truth)
-            totals.agree += int(np.count_nonzero(np.argmax(scores, axis=1) == reference))
-            totals.kl += float(np.sum(_kl(log_reference, self._log_probabilities(scores))))
-            self._add_counts(totals, outputs[1:], batch.count)
+        for totals, arrays in zip(self._totals, runs, strict=True):
+            outputs = dict(zip(self._names, arrays, strict=False))
+            for name, fidelity in totals.fidelity.items():
+                fidelity.add(unpruned[name], outputs[name], batch.count, axis=axes[name])
+            if baseline is not None and scored is not None:
+                self._add_scores(
+                    totals, baseline, self._scores(outputs[scored], axes, batch.count), truth
+                )
+            self._add_counts(totals, arrays[len(self._names) :], batch.count)
 
-    def _baseline(self, batch: _Samples) -> Array:
-        """The unpruned output of ``batch``, run once per batch object when a cache is kept."""
+    def _axis(self, name: str, array: Array, batch: _Samples) -> int | None:
+        """The output's batch axis in this run; None when it holds no axis of the batch size."""
+        axis = self._outputs.axes[name]
+        if axis is None or array.ndim <= axis or array.shape[axis] != batch.batch.rows:
+            return None
+        return axis
+
+    def _decide(self, unpruned: Mapping[str, Array], axes: Mapping[str, int | None]) -> None:
+        """On the first batch: which outputs are class scores, and which one is scored.
+
+        Its errors are InputDataError: an UnsupportedModelError would read as a batch that the
+        model cannot run whole."""
+        state = self._state
+        if state.classifiers is not None:
+            return
+        state.classifiers = tuple(
+            name
+            for name, array in unpruned.items()
+            if is_classifier(array.shape, batch_axis=axes[name])
+        )
+        requested = self._outputs.requested
+        if requested is not None and requested not in state.classifiers:
+            shape = list(unpruned[requested].shape)
+            raise InputDataError(
+                f"--output '{requested}' has shape {shape}, not one row of class scores per "
+                "sample: top-1 needs a classifier output; drop --output for cosine and "
+                "relative L2 only"
+            )
+        state.scored = requested or next(iter(state.classifiers), None)
+        if state.scored is None and self._labels is not None:
+            raise InputDataError(
+                "no output of the model is shaped as class scores ([N, classes]): labels need "
+                "one; drop --labels for cosine and relative L2 per output"
+            )
+
+    def _baseline(self, batch: _Samples) -> dict[str, Array]:
+        """The unpruned outputs of ``batch``, run once per batch object when a cache is kept."""
         cached = None if self._baselines is None else self._baselines.get(id(batch))
         if cached is not None and cached[0] is batch:
             return cached[1]
-        output = self._run([self._output], batch, UNPRUNED_EPS)[0]
+        arrays = self._run(self._names, batch, UNPRUNED_EPS)
+        outputs = dict(zip(self._names, arrays, strict=True))
         if self._baselines is not None:
-            self._baselines[id(batch)] = (batch, output)
-        return output
+            self._baselines[id(batch)] = (batch, outputs)
+        return outputs
 
     def _run(self, outputs: list[str], batch: _Samples, eps: EpsSetting) -> list[Array]:
         feeds = {**batch.feeds, self._pruned.eps_input: self._pruned.eps_feed(eps)}
         return self._session.run(outputs, feeds)
 
-    def _scores(self, output: Array, count: int) -> Scores:
+    def _scores(self, output: Array, axes: Mapping[str, int | None], count: int) -> Scores:
+        scored = self._state.scored
+        axis = axes[scored] if scored is not None else 0
         rows = np.asarray(output, dtype=np.float64)
-        if rows.ndim == 1 and count == 1:
-            rows = rows.reshape(1, -1)
-        if rows.ndim < 2 or rows.shape[0] < count:
-            raise UnsupportedModelError(
-                f"the model's first output '{self._output}' has shape {list(rows.shape)}, not "
-                "one row of class scores per sample: accuracy needs a classifier"
-            )
-        scores = rows[:count].reshape(count, -1)
-        if scores.shape[1] < 2:
-            raise UnsupportedModelError(
-                f"the model's first output '{self._output}' has one value per sample: "
-                "accuracy needs a classifier's class scores"
-            )
-        return scores
+        rows = rows.reshape(1, -1) if axis is None else np.moveaxis(rows, axis, 0)[:count]
+        return rows.reshape(rows.shape[0], -1)
 
-    def _log_reference(self, baseline: Scores) -> Scores:
-        """Log-probabilities of the unpruned model; the first batch decides the output kind."""
-        if self._state.output_kind is None:
-            self._state.output_kind = _output_kind(baseline)
-            if self._labels is not None:
-                check_classes(self._labels, baseline.shape[1])
-        return self._log_probabilities(baseline)
+    def _add_scores(
+        self, totals: _Totals, baseline: Scores, scores: Scores, truth: npt.NDArray[np.int64]
+    ) -> None:
+        _add_topk(totals, scores, truth)
+        reference = np.argmax(baseline, axis=1)
+        totals.agree += int(np.count_nonzero(np.argmax(scores, axis=1) == reference))
+        log_reference = self._log_probabilities(baseline)
+        totals.kl += float(np.sum(_kl(log_reference, self._log_probabilities(scores))))
 
     def _log_probabilities(self, scores: Scores) -> Scores:
         if self._state.output_kind == "probabilities":
@@ -424,13 +530,22 @@ class _Sweep:
         found = [self._labels.label_for(sample) for sample in batch.samples]
         return np.array([-1 if label is None else label for label in found], dtype=np.int64)
 
-    def _add_baseline(self, baseline: Scores, truth: npt.NDArray[np.int64]) -> None:
+    def _add_baseline(self, baseline: Scores | None, truth: npt.NDArray[np.int64]) -> None:
+        """The unpruned model's top-1/top-5; the first batch decides the output kind."""
+        state = self._state
+        state.samples += len(truth)
+        if baseline is None:
+            return
+        if state.output_kind is None:
+            state.output_kind = _output_kind(baseline)
+            state.classes = baseline.shape[1]
+            if self._labels is not None:
+                check_classes(self._labels, baseline.shape[1])
         totals = _Totals()
         _add_topk(totals, baseline, truth)
-        self._state.samples += len(truth)
-        self._state.labelled += int(np.count_nonzero(truth >= 0))
-        self._state.top1 += totals.top1
-        self._state.top5 += totals.top5
+        state.labelled += int(np.count_nonzero(truth >= 0))
+        state.top1 += totals.top1
+        state.top5 += totals.top5
 
     def _add_counts(self, totals: _Totals, outputs: Sequence[Array], count: int) -> None:
         granularity = self._pruned.granularity
@@ -450,7 +565,7 @@ class _Sweep:
             granularity=self._pruned.granularity,
             samples=state.samples,
             labelled=state.labelled,
-            baseline=TopK(*_fractions(state.top1, state.top5, state.labelled)),
+            baseline=TopK(*_fractions(state.top1, state.top5, state.labelled, state.classes)),
             results=tuple(
                 _result(e, totals, state) for e, totals in zip(self._eps, self._totals, strict=True)
             ),
@@ -461,27 +576,36 @@ class _Sweep:
             skipped_inputs=tuple(state.skipped),
             not_pruned=self._pruned.not_pruned,
             padded_samples=padded,
+            outputs=tuple(self._names),
+            classifier_outputs=state.classifiers or (),
+            scored_output=state.scored,
+            classes=state.classes,
         )
 
 
 def _result(eps: EpsSetting, totals: _Totals, state: _State) -> EpsAccuracy:
-    top1, top5 = _fractions(totals.top1, totals.top5, state.labelled)
+    top1, top5 = _fractions(totals.top1, totals.top5, state.labelled, state.classes)
+    scored = state.scored is not None
     return EpsAccuracy(
         eps=None if isinstance(eps, Mapping) else eps,
         top1=top1,
         top5=top5,
-        agreement=totals.agree / state.samples,
-        kl=totals.kl / state.samples,
+        agreement=totals.agree / state.samples if scored else None,
+        kl=totals.kl / state.samples if scored else None,
         saved_fraction=totals.pruned / totals.elements if totals.elements else 0.0,
         pruned_elements=totals.pruned,
         ifm_elements=totals.elements,
+        outputs={name: fidelity.result() for name, fidelity in totals.fidelity.items()},
     )
 
 
-def _fractions(top1: int, top5: int, labelled: int) -> tuple[float | None, float | None]:
+def _fractions(
+    top1: int, top5: int, labelled: int, classes: int | None
+) -> tuple[float | None, float | None]:
+    """Top-1 and top-5 shares of the labelled samples; top-5 only with more than 5 classes."""
     if labelled == 0:
         return None, None
-    return top1 / labelled, top5 / labelled
+    return top1 / labelled, (top5 / labelled if classes is not None and classes > 5 else None)
 
 
 def _add_topk(totals: _Totals, scores: Scores, truth: npt.NDArray[np.int64]) -> None:

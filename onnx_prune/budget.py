@@ -65,26 +65,34 @@ class Measured:
 
 def measure(budget: Budget, report: AccuracyReport, result: EpsAccuracy) -> Measured:
     """The budget metric and score of one result of an accuracy sweep."""
+    metric = _metric(budget, report, result)
     return Measured(
-        metric=_metric(budget, report, result),
-        score=result.kl,
+        metric=metric,
+        score=result.kl if result.kl is not None else 1.0 - worst_cosine(result),
         saved_fraction=result.saved_fraction,
-        within=budget.allows(_metric(budget, report, result)),
+        within=budget.allows(metric),
         samples=report.samples,
     )
 
 
+def worst_cosine(result: EpsAccuracy) -> float:
+    """The lowest mean cosine similarity over the model's outputs (1 without outputs)."""
+    return min((fidelity.cosine for fidelity in result.outputs.values()), default=1.0)
+
+
 def _metric(budget: Budget, report: AccuracyReport, result: EpsAccuracy) -> float:
+    if budget.kind == "cosine":
+        return worst_cosine(result)
+    if result.agreement is None:
+        raise InputDataError(
+            "no output of the model is shaped as class scores ([N, classes]), so top-1 and "
+            "agreement are not measured: use --min-cosine"
+        )
     if budget.kind == "agreement":
         return result.agreement
-    if budget.kind == "top1_drop":
-        drop = accuracy_drop(report, result)
-        if drop is None:
-            raise InputDataError(
-                "--max-top1-drop needs labels: give --labels, or use --min-agreement without them"
-            )
-        return drop
-    raise InputDataError(
-        "--min-cosine needs the output-fidelity metrics, which this build does not have yet: "
-        "use --min-agreement or --max-top1-drop"
-    )
+    drop = accuracy_drop(report, result)
+    if drop is None:
+        raise InputDataError(
+            "--max-top1-drop needs labels: give --labels, or use --min-agreement without them"
+        )
+    return drop

@@ -224,6 +224,16 @@ class Feeder:
         return range(self.source.start, self.source.start + self.total)
 
     @property
+    def batch_name(self) -> str | None:
+        """The symbolic name of the batch dim (e.g. ``batch``), None when it has none."""
+        for layout in self.layouts:
+            if layout.axis is not None and layout.axis < len(layout.shape):
+                dim = layout.shape[layout.axis]
+                if isinstance(dim, str) and dim:
+                    return dim
+        return None
+
+    @property
     def axes(self) -> dict[str, int | None]:
         """The batch axis of each input (None: passed whole to every batch)."""
         return {layout.name: layout.axis for layout in self.layouts}

@@ -265,7 +265,9 @@ def _rounded(values: Sequence[float]) -> list[int]:
 # accuracy
 
 
-def accuracy_document(report: AccuracyReport, *, max_drop: float | None = None) -> Document:
+def accuracy_document(
+    report: AccuracyReport, *, max_drop: float | None = None, min_cosine: float | None = None
+) -> Document:
     """The ``--json`` document of ``accuracy`` (schema_version 1)."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -286,6 +288,14 @@ def accuracy_document(report: AccuracyReport, *, max_drop: float | None = None) 
         "max_eps_within_budget": (
             None if max_drop is None else report.max_eps_within_budget(max_drop)
         ),
+        "min_cosine": min_cosine,
+        "max_eps_within_cosine": (
+            None if min_cosine is None else report.max_eps_within_cosine(min_cosine)
+        ),
+        "outputs": list(report.outputs),
+        "classifier_outputs": list(report.classifier_outputs),
+        "scored_output": report.scored_output,
+        "classes": report.classes,
         "skipped_inputs": [
             {"name": item.name, "reason": item.reason} for item in report.skipped_inputs
         ],
@@ -307,6 +317,10 @@ def _accuracy_result_document(result: EpsAccuracy) -> Document:
         "saved_fraction": result.saved_fraction,
         "pruned_elements": result.pruned_elements,
         "ifm_elements": result.ifm_elements,
+        "outputs": {
+            name: {"cosine": fidelity.cosine, "relative_l2": fidelity.relative_l2}
+            for name, fidelity in result.outputs.items()
+        },
     }
 
 

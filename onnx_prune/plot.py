@@ -38,8 +38,8 @@ class AccuracyPoint(Protocol):
         """Top-1 accuracy as a fraction, None without labels."""
 
     @property
-    def agreement(self) -> float:
-        """The share of samples whose top-1 equals the unpruned model's."""
+    def agreement(self) -> float | None:
+        """Agreement with the unpruned top-1, as a fraction; None without a classifier output."""
 
     @property
     def saved_fraction(self) -> float:
@@ -155,7 +155,9 @@ def _plot_accuracy(axes: Axes, accuracy: Sequence[AccuracyPoint]) -> None:
     top1 = [point.top1 for point in accuracy]
     if all(value is not None for value in top1):
         axes.plot(eps, [100 * (v or 0.0) for v in top1], marker="o", label="top-1")
-    axes.plot(eps, [100 * p.agreement for p in accuracy], marker="s", label="agreement")
+    agreement = [point.agreement for point in accuracy]
+    if all(value is not None for value in agreement):
+        axes.plot(eps, [100 * (v or 0.0) for v in agreement], marker="s", label="agreement")
     axes.set(xlabel="ε", ylabel="%", title="Accuracy under ε-pruning (Table 3)")
     axes.grid(alpha=0.3)
     saved = axes.twinx()

@@ -25,6 +25,7 @@ from onnx_prune.cli import DEFAULT_MODEL, main
 from onnx_prune.data import EMBEDDED_IMAGES, IMAGENET_SYNSETS
 from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.feeds import SampleSource
+from onnx_prune.fidelity import Fidelity
 from onnx_prune.inputs import PRESETS, SkippedInput
 from onnx_prune.jsondoc import accuracy_document
 from onnx_prune.labels import Labels, load_labels, read_synsets
@@ -358,6 +359,10 @@ def _report(*, labelled: bool = True, random_weights: bool = False) -> AccuracyR
             saved_fraction=saved,
             pruned_elements=int(saved * 1000),
             ifm_elements=1000,
+            outputs={
+                "logits": Fidelity(1.0 - kl, kl / 2),
+                "/model.22/cv2.2/cv2.2.0/conv/Conv_output_0": Fidelity(1.0 - 2 * kl, kl),
+            },
         )
         for eps, top1, agreement, kl, saved in zip(
             (0.0, 0.1, 0.2, 0.3),
@@ -381,6 +386,10 @@ def _report(*, labelled: bool = True, random_weights: bool = False) -> AccuracyR
         pruned_layers=54,
         skipped_inputs=(SkippedInput("broken.jpg", "cannot read image broken.jpg"),),
         not_pruned=(NotPruned("q", ("qconv",), "quantized (integer) feature map"),),
+        outputs=("logits", "/model.22/cv2.2/cv2.2.0/conv/Conv_output_0"),
+        classifier_outputs=("logits",),
+        scored_output="logits",
+        classes=1000,
     )
 
 
@@ -419,7 +428,16 @@ def test_json_document_has_the_documented_fields() -> None:
         "saved_fraction": 0.103,
         "pruned_elements": 103,
         "ifm_elements": 1000,
+        "outputs": {
+            "logits": {"cosine": 1.0 - 0.0012, "relative_l2": 0.0006},
+            "/model.22/cv2.2/cv2.2.0/conv/Conv_output_0": {
+                "cosine": 1.0 - 0.0024,
+                "relative_l2": 0.0012,
+            },
+        },
     }
+    assert document["classifier_outputs"] == ["logits"]
+    assert document["scored_output"] == "logits"
     assert document["baseline"] == {"top1": 0.75, "top5": 0.9}
     assert document["max_eps_within_budget"] == 0.2
     assert document["granularity"] == "channel"

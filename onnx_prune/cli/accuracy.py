@@ -71,11 +71,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
             progress=lambda done, _total: progress.update(task, done=done),
             providers=providers_from(args),
             eps_map=eps_map,
+            output=args.output,
         )
+    budgets = {"max_drop": args.max_top1_drop, "min_cosine": args.min_cosine}
     if args.json != "-":
-        console.print(format_accuracy(report, max_drop=args.max_top1_drop))
+        console.print(format_accuracy(report, **budgets))
     if args.json:
-        write_json(accuracy_document(report, max_drop=args.max_top1_drop), args.json)
+        write_json(accuracy_document(report, **budgets), args.json)
     if args.plot:
         title = (
             f"{Path(report.model).name}: {report.granularity} pruning on {report.providers.label()}"
@@ -139,6 +141,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _cosine(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--min-cosine takes a number in [-1, 1], got {text}")
+    return value
+
+
 def add_parser(commands: Subparsers) -> None:
     """Register ``accuracy``."""
     parser = commands.add_parser(
@@ -178,6 +190,19 @@ def add_parser(commands: Subparsers) -> None:
         metavar="PCT",
         help="name the largest ε whose top-1 drop (agreement drop without labels) is within "
         "PCT percentage points",
+    )
+    parser.add_argument(
+        "--min-cosine",
+        type=_cosine,
+        metavar="X",
+        help="name the largest ε at which every output's mean cosine similarity to the "
+        "unpruned output is at least X (the budget for detectors and other non-classifiers)",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="NAME",
+        help="the classifier output to score with top-1/top-5/agreement/KL (default: the first "
+        "output shaped [N, classes])",
     )
     parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
     parser.add_argument(

@@ -1,4 +1,5 @@
-"""The ``accuracy`` report: one row per ε (and the unpruned model), the budget line, the JSON."""
+"""The ``accuracy`` report: one row per ε (and the unpruned model), the fidelity of every output
+per ε, the budget lines and notes."""
 
 from __future__ import annotations
 
@@ -7,19 +8,54 @@ from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.accuracy import AccuracyReport, EpsAccuracy, accuracy_drop
-from onnx_prune.report import format_random_banner
+from onnx_prune.report import (
+    NAME_WIDTH,
+    eps_label,
+    format_random_banner,
+    plain_table,
+    shorten_middle,
+)
 
 
-def format_accuracy(report: AccuracyReport, *, max_drop: float | None = None) -> RenderableType:
-    """The ε table, the budget line when ``max_drop`` (percentage points) is given, and notes."""
+def format_accuracy(
+    report: AccuracyReport, *, max_drop: float | None = None, min_cosine: float | None = None
+) -> RenderableType:
+    """The ε table, the fidelity table, the budget lines when ``max_drop`` (percentage points)
+    or ``min_cosine`` is given, and notes."""
     parts: list[RenderableType] = []
     if report.random_weights:
         parts.append(format_random_banner(True))
     parts.append(_table(report))
+    if report.outputs:
+        parts.append(format_fidelity(report))
     if max_drop is not None:
         parts.append(format_budget(report, max_drop))
+    if min_cosine is not None:
+        parts.append(format_cosine_budget(report, min_cosine))
     parts.extend(_notes(report))
     return Group(*parts)
+
+
+def format_fidelity(report: AccuracyReport) -> Table:
+    """Per output (rows) and ε (columns): mean cosine similarity and relative L2 error of the
+    pruned output against the unpruned one."""
+    table = plain_table(
+        "Output fidelity (pruned vs unpruned, mean over samples)",
+        caption="cosine: 1 = same direction; rel. L2: ‖pruned − unpruned‖ / ‖unpruned‖",
+        caption_justify="left",
+    )
+    table.add_column("output", overflow="fold", min_width=12)
+    table.add_column("", no_wrap=True)
+    for result in report.results:
+        label = "ε map" if result.eps is None else eps_label(result.eps)
+        table.add_column(label, justify="right", no_wrap=True)
+    for name in report.outputs:
+        kind = "classifier" if name in report.classifier_outputs else "other"
+        cosines = [f"{result.outputs[name].cosine:.6f}" for result in report.results]
+        errors = [f"{result.outputs[name].relative_l2:.2e}" for result in report.results]
+        table.add_row(shorten_middle(name, NAME_WIDTH), "cosine", *cosines)
+        table.add_row(f"({kind})", "rel. L2", *errors)
+    return table
 
 
 def _table(report: AccuracyReport) -> Table:
@@ -34,8 +70,10 @@ def _table(report: AccuracyReport) -> Table:
     table.add_column("KL", justify="right")
     table.add_column("load saved %", justify="right")
     baseline = report.baseline
+    scored = report.scored_output is not None
+    agreement, kl = ("100.00", "0") if scored else ("-", "-")
     table.add_row(
-        "unpruned", _percent(baseline.top1), "", _percent(baseline.top5), "100.00", "0", "0.00"
+        "unpruned", _percent(baseline.top1), "", _percent(baseline.top5), agreement, kl, "0.00"
     )
     for result in report.results:
         table.add_row(*_cells(report, result))
@@ -44,9 +82,15 @@ def _table(report: AccuracyReport) -> Table:
 
 def _caption(report: AccuracyReport) -> str:
     labelled = f"{report.labelled} labelled" if report.labelled else "no labels"
+    scored = (
+        f"scored output '{report.scored_output}' ({report.classes} classes, read as "
+        f"{report.output_kind}); KL(unpruned ‖ pruned) in nats"
+        if report.scored_output is not None
+        else "no output is shaped as class scores ([N, classes]): no top-k, agreement or KL"
+    )
     return (
         f"{report.samples} samples ({labelled}); {report.pruned_layers} layers pruned at their "
-        f"input; output read as {report.output_kind}; KL(unpruned ‖ pruned) in nats"
+        f"input; {scored}"
     )
 
 
@@ -57,8 +101,8 @@ def _cells(report: AccuracyReport, result: EpsAccuracy) -> list[str]:
         _percent(result.top1),
         "-" if drop is None else f"{0.0 - drop:+.2f}".replace("-0.00", "+0.00"),
         _percent(result.top5),
-        f"{100 * result.agreement:.2f}",
-        f"{result.kl:.4f}",
+        _percent(result.agreement),
+        "-" if result.kl is None else f"{result.kl:.4f}",
         f"{100 * result.saved_fraction:.2f}",
     ]
 
@@ -69,6 +113,12 @@ def _percent(fraction: float | None) -> str:
 
 def format_budget(report: AccuracyReport, max_drop: float) -> Text:
     """The largest ε whose top-1 drop (agreement drop without labels) stays within ``max_drop``."""
+    if report.scored_output is None:
+        return Text(
+            "--max-top1-drop needs a classifier output and the model has none: "
+            "use --min-cosine for its outputs",
+            style="bold red",
+        )
     measure = "top-1 drop" if report.baseline.top1 is not None else "agreement drop (no labels)"
     if report.eps_map is not None:
         return _map_budget(report, max_drop, measure)
@@ -86,12 +136,34 @@ def format_budget(report: AccuracyReport, max_drop: float) -> Text:
 def _map_budget(report: AccuracyReport, max_drop: float, measure: str) -> Text:
     (result,) = report.results
     drop = accuracy_drop(report, result)
-    drop = 100.0 * (1.0 - result.agreement) if drop is None else drop
+    drop = 100.0 * (1.0 - (result.agreement or 0.0)) if drop is None else drop
     within = drop <= max_drop + 1e-9
     verdict = "within" if within else "NOT within"
     return Text(
         f"The ε map's {measure} of {drop:.2f} points is {verdict} {max_drop:g} points",
         style="bold" if within else "bold red",
+    )
+
+
+def format_cosine_budget(report: AccuracyReport, min_cosine: float) -> Text:
+    """The largest ε at which every output's mean cosine similarity is at least ``min_cosine``."""
+    if report.eps_map is not None:
+        (result,) = report.results
+        worst = min(fidelity.cosine for fidelity in result.outputs.values())
+        within = worst >= min_cosine - 1e-12
+        verdict = "within" if within else "NOT within"
+        return Text(
+            f"The ε map's lowest output cosine {worst:.6f} is {verdict} the minimum {min_cosine:g}",
+            style="bold" if within else "bold red",
+        )
+    best = report.max_eps_within_cosine(min_cosine)
+    if best is None:
+        return Text(f"No ε keeps every output's cosine at {min_cosine:g} or more", style="bold red")
+    saved = next(result for result in report.results if result.eps == best).saved_fraction
+    return Text(
+        f"Largest ε keeping every output's cosine at {min_cosine:g} or more: {best:g} "
+        f"(load saved {100 * saved:.2f}%)",
+        style="bold",
     )
 
 
