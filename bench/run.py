@@ -484,6 +484,48 @@ def bench_memory(folder: Path) -> dict[str, object]:
     return figures
 
 
+# --- tune (issue 11) ----------------------------------------------------------------------------
+
+
+def bench_tune(rounds: int = 2) -> dict[str, object]:
+    """``tune --min-agreement 1`` on the embedded model and photos, × one ``accuracy`` sweep of
+    the same candidates over the same photos; runs interleaved A T A T A, each tune against the
+    mean of the sweeps either side of it."""
+    from onnx_prune.accuracy import measure_accuracy
+    from onnx_prune.budget import Budget
+    from onnx_prune.feeds import SampleSource
+    from onnx_prune.tune import DEFAULT_CANDIDATES, tune_model
+
+    loaded = load_model(MODEL)
+    source = SampleSource(images=(IMAGES,), preset="efficientnet-lite", batch_size=BATCH)
+
+    def sweep() -> None:
+        measure_accuracy(loaded, source, eps=DEFAULT_CANDIDATES)
+
+    def tune() -> object:
+        return tune_model(loaded, source, budget=Budget("agreement", 1.0))
+
+    sweeps, tunes, report = [median_time(sweep, 1)], [], None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        report = tune()
+        tunes.append(time.perf_counter() - start)
+        sweeps.append(median_time(sweep, 1))
+    ratios = [t / ((a + b) / 2) for t, a, b in zip(tunes, sweeps, sweeps[1:], strict=False)]
+    runs = report.runs  # type: ignore[attr-defined]
+    photos = len(find_images([IMAGES]))
+    return {
+        "tune × one accuracy sweep (median)": statistics.median(ratios),
+        "per round": {f"round {k + 1}": ratio for k, ratio in enumerate(ratios)},
+        "seconds": {"tune": statistics.median(tunes), "sweep": statistics.median(sweeps)},
+        "sample rows": {
+            "tune, pruning session": runs.rows,
+            "tune, analyze probes": runs.analysis_rows,
+            "one sweep": photos * (1 + len(DEFAULT_CANDIDATES)),
+        },
+    }
+
+
 def show(name: str, figures: Mapping[str, object]) -> None:
     """One line per figure group."""
     print(f"{name}:", flush=True)
@@ -500,6 +542,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
+    parser.add_argument("--only", help="run only the benchmarks whose name contains this")
     args = parser.parse_args()
     samples = 64 if args.quick else 256
     results: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -518,8 +561,15 @@ def main() -> int:
             ),
             ("end to end, 512 images, × plain script", lambda: bench_end_to_end(folder)),
             ("peak memory", lambda: bench_memory(folder)),
+            (
+                "tune --min-agreement 1, EfficientNet-Lite0 over its photos, × one accuracy "
+                "sweep of the same 7 candidates",
+                lambda: bench_tune(rounds=1 if args.quick else 2),
+            ),
         ]
         for name, step in steps:
+            if args.only and args.only not in name:
+                continue
             results[name] = step()
             show(name, results[name])  # type: ignore[arg-type]
     if args.json:

@@ -228,7 +228,7 @@ def _plot_sensitivity(axes: Axes, report: TuneReport) -> None:
     axes.set_yscale("log")
     axes.set(
         xlabel="ε (this layer alone)",
-        ylabel="score",
+        ylabel="score: KL(unpruned ‖ pruned), nats",
         title="Sensitivity per layer (× outside the budget)",
     )
     axes.grid(alpha=0.3)

@@ -295,11 +295,14 @@ def _validator(
 
 def predicted_metric(
     budget: Budget, layers: Sequence[LayerSensitivity], eps: Mapping[str, float]
-) -> float:
-    """The metric if the single-layer losses at the chosen ε added up."""
+) -> float | None:
+    """The metric if the single-layer losses at the chosen ε added up (None when one of them
+    was never run)."""
     loss = 0.0
     for layer in layers:
         point = next((p for p in layer.points if p.eps == eps.get(layer.tensor)), None)
+        if point is not None and point.source == "not run":
+            return None
         if point is not None and point.measured is not None:
             loss += budget.loss(point.measured.metric)
     return budget.from_loss(loss)
@@ -337,6 +340,15 @@ class TuneReport:
     batch_size: int
     skipped_inputs: tuple[SkippedInput, ...]
     not_pruned: tuple[NotPruned, ...]
+
+    @property
+    def uniform_predicted_metric(self) -> float | None:
+        """The best uniform ε's metric if the single-layer losses added up."""
+        eps = self.best_uniform_eps
+        if eps is None:
+            return None
+        layers = self.search.layers
+        return predicted_metric(self.budget, layers, {layer.tensor: eps for layer in layers})
 
     @property
     def best_uniform_eps(self) -> float | None:

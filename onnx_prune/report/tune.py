@@ -100,8 +100,8 @@ def format_comparison(report: TuneReport) -> Table:
     table = plain_table(
         "IFM load saved and the budget metric: the per-layer map against the best uniform ε "
         "under the same budget\nsaved: share of the pruned layers' IFM values skipped, measured "
-        "on the pruned runs; predicted: each layer's own savings (analyze) and single-layer "
-        "losses, added up"
+        "on the pruned runs of each split; predicted (the same for both splits): each layer's "
+        "own savings (analyze) and single-layer losses on the calibration split, added up"
     )
     for header in ("assignment", "split", "samples", "saved %", "predicted saved %"):
         table.add_column(header, justify="right" if header != "assignment" else "left")
@@ -114,7 +114,7 @@ def format_comparison(report: TuneReport) -> Table:
             chosen.predicted_saved_bytes if chosen else None,
             report.predicted_metric,
         ),
-        (_uniform_label(report), _uniform_saved(report), None),
+        (_uniform_label(report), _uniform_saved(report), report.uniform_predicted_metric),
     ]
     for index, (label, predicted, metric) in enumerate(rows):
         for split, figures in (("calibration", report.calibration), ("held-out", report.holdout)):
