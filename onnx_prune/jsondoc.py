@@ -2,8 +2,9 @@
 
 ``weights`` writes the base document; ``analyze`` extends the same document with feature-map,
 bandwidth and pruning fields, so one parser serves every command. ``accuracy``, the ε map file,
-``zoo --json`` and ``zoo --save-baseline`` have their own documents below. Field names are an
-interface that CI scripts depend on: add fields freely, never rename or remove them.
+``zoo --json``, ``zoo --save-baseline`` and ``paper --json`` have their own documents below.
+Field names are an interface that CI scripts depend on: add fields freely, never rename or remove
+them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from onnx_prune.bandwidth import (
 )
 from onnx_prune.baseline import BASELINE_SCHEMA_VERSION, DIGITS
 from onnx_prune.layers import NotAnalysed
+from onnx_prune.paper.networks import EPS as PAPER_EPS
 from onnx_prune.weights import LayerWeights, SparsityTotal, TensorSparsity, WeightReport
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from onnx_prune.budget import Measured
     from onnx_prune.calibrate import TensorStats
     from onnx_prune.epsmap import EpsMap, MapSavings
+    from onnx_prune.paper.measure import Measured, Missing
     from onnx_prune.summary import MapSummary, Summary
     from onnx_prune.tune import LayerSensitivity, SplitFigures, TuneReport
     from onnx_prune.zoo import ModelResult, ZooOutcome
@@ -552,4 +555,95 @@ def _tune_split_document(figures: SplitFigures) -> Document:
         "samples": figures.samples,
         "map": _measured_document(figures.chosen),
         "uniform": _measured_document(figures.uniform),
+    }
+
+
+# --- onnx-prune paper ---------------------------------------------------------------------------
+
+
+def paper_network_document(result: Measured) -> Document:
+    """``onnx-prune paper``: one measured network, the paper's numbers beside the measured ones."""
+    from onnx_prune.paper.measure import FIG3_PHOTO
+
+    subject, paper = result.subject, result.subject.network.paper
+    return {
+        "paper_name": subject.network.title,
+        "model": subject.label,
+        "origin": subject.origin,
+        "weights": result.weights,
+        "preset": subject.preset,
+        "source": dict(subject.source),
+        "checks": [
+            {"what": c.what, "expected": c.expected, "found": c.found, "passed": c.passed}
+            for c in subject.checks
+        ],
+        "fig3": {
+            "eps": list(PAPER_EPS),
+            "paper": list(paper.fig3),
+            "measured": list(result.fig3.paper_mean),
+            "layers": result.fig3.conv_layers,
+            "paper_layers": paper.conv_layers,
+            "photo": FIG3_PHOTO,
+        },
+        "table2": _paper_table2(result),
+        "fig5": {
+            "eps": list(PAPER_EPS),
+            "paper_mb": list(paper.fig5_mb) if paper.fig5_mb else None,
+            "measured_unpruned_mb": result.fig5.unpruned_mb,
+            "measured_pruned_mb": list(result.fig5.pruned_mb),
+        },
+        "table3": _paper_table3(result),
+    }
+
+
+def _paper_table2(result: Measured) -> Document:
+    paper, conv = result.subject.network.paper, result.table2
+    return {
+        "eps": list(PAPER_EPS),
+        "paper": {"saved_at_eps_0.1": paper.saved, "saved_at_eps_0": paper.saved_at_zero,
+                  "elements": paper.elements, "layers_at_eps_0": paper.layers_at_zero},
+        "measured": list(conv.saved_share),
+        "layers_with_zero_channels": list(conv.layers_with_zero_channels),
+        "layers": conv.conv_layers,
+        "photos": result.photos,
+    }  # fmt: skip
+
+
+def _paper_table3(result: Measured) -> Document:
+    table3, accuracy = result.subject.network.paper.table3, result.accuracy
+    paper: Any = None
+    if table3 is not None:
+        paper = {
+            "top1": table3.top1,
+            "top1_loss": list(table3.loss),
+            "load_reduction": list(table3.reduction),
+        }
+    return {
+        "eps": list(PAPER_EPS),
+        "paper": paper,
+        "samples": accuracy.samples,
+        "labelled": accuracy.labelled,
+        "top1": [r.top1 for r in accuracy.results],
+        "agreement": [r.agreement for r in accuracy.results],
+        "load_reduction": [r.saved_fraction for r in accuracy.results],
+    }
+
+
+def paper_document(results: Sequence[Measured | Missing], *, random_weights: bool) -> Document:
+    """``onnx-prune paper --json``: the settings, every measured network with the paper's numbers
+    beside its own (``paper_name``, ``model``, ``weights``: real, random or stand-in, ``source``,
+    ``fig3``, ``table2``, ``fig5``, ``table3``), and what was not measured and why."""
+    from onnx_prune.paper import measure
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "eps": list(PAPER_EPS),
+        "bits": measure.BITS,
+        "batch_size": measure.BATCH_SIZE,
+        "photos": list(measure.PHOTOS),
+        "random_weights": random_weights,
+        "networks": [paper_network_document(r) for r in results if isinstance(r, measure.Measured)],
+        "not_measured": [
+            {"name": r.name, "reason": r.reason} for r in results if isinstance(r, measure.Missing)
+        ],
     }

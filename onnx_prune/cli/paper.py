@@ -10,8 +10,8 @@ from rich.console import Console
 
 from onnx_prune.cli import files_under, write_json
 from onnx_prune.files import check_outputs
+from onnx_prune.jsondoc import paper_document
 from onnx_prune.labels import load_labels
-from onnx_prune.paper.document import paper_document
 from onnx_prune.paper.fetch import default_cache
 from onnx_prune.paper.measure import Measured, Missing, Options, run_paper
 from onnx_prune.paper.networks import NETWORK_KEYS, NETWORKS, Network

@@ -17,5 +17,5 @@ Code organization, in the order of the stages:
 - ``checks.py``: converted models against the packages' predictions and the VGG weights;
 - ``subjects.py``: the model to measure per network (user's, package's, random, stand-in);
 - ``measure.py``: Fig 3, Table 2, Fig 5 and Table 3 with the paper's settings, the whole run;
-- ``report.py``: the rich tables; ``document.py``: the ``--json`` document.
+- ``report.py``: the rich tables (the ``--json`` document is built in ``onnx_prune/jsondoc.py``).
 """
