@@ -611,6 +611,7 @@ def _paper_table2(result: Measured) -> Document:
 
 def _paper_table3(result: Measured) -> Document:
     table3, accuracy = result.subject.network.paper.table3, result.accuracy
+    classifier = result.subject.classifier
     paper: Any = None
     if table3 is not None:
         paper = {
@@ -623,8 +624,9 @@ def _paper_table3(result: Measured) -> Document:
         "paper": paper,
         "samples": accuracy.samples,
         "labelled": accuracy.labelled,
-        "top1": [r.top1 for r in accuracy.results],
-        "agreement": [r.agreement for r in accuracy.results],
+        "classifier": classifier,
+        "top1": [r.top1 for r in accuracy.results] if classifier else None,
+        "agreement": [r.agreement for r in accuracy.results] if classifier else None,
         "load_reduction": [r.saved_fraction for r in accuracy.results],
     }
 

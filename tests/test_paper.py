@@ -189,6 +189,10 @@ def test_fetch_convert_check_and_measure_a_package(
     assert vgg["fig3"]["layers"] == 1 and vgg["fig3"]["paper"][0] == 0.61
     assert {"table2", "fig5", "table3"} <= set(vgg)
     assert vgg["checks"][0]["passed"] is True
+    # A conv body has no class scores: Table 3 gives its load only, no agreement.
+    assert vgg["table3"]["agreement"] is None and len(vgg["table3"]["load_reduction"]) == 6
+    [agree] = [row for row in rows(text) if row[:2] == ["T3", "agree"]]
+    assert agree[2:] == ["measured", "-", "-", "-", "-", "-", "-"]
     # The fig 3 figure is the share of Relu outputs within ε on dog.jpg, measured exactly.
     assert 0.0 <= vgg["fig3"]["measured"][0] <= 1.0
 

@@ -103,6 +103,8 @@ class RealSource:
     size: tuple[int, int]
     labels: tuple[str, ...] | None = None
     """Class names of the output, in order; None for ImageNet-1001 (0 = background)."""
+    classifier: bool = True
+    """False for a conv body without class scores: no top-1, so no agreement to report."""
     photo_checks: tuple[PhotoCheck, ...] = ()
     bias_checks: tuple[BiasCheck, ...] = ()
 
@@ -269,6 +271,7 @@ REAL_SOURCES = (
         output="functional_1/block5_pool_1/MaxPool2d:0",
         preset="keras-vgg",
         size=(224, 224),
+        classifier=False,
         bias_checks=(BiasCheck(0, 0.73429835), BiasCheck(12, 0.18837857)),
     ),
     RealSource(

@@ -94,8 +94,10 @@ def table3_rows(result: Measured) -> list[Row]:
     table3 = result.subject.network.paper.table3
     report = result.accuracy
     label = measured_label(result)
-    if report.labelled:
-        measured: Row = ("T3 top-1", label, _measured_losses(report))
+    if not result.subject.classifier:
+        measured: Row = ("T3 agree", label, ["-"] * len(EPS))
+    elif report.labelled:
+        measured = ("T3 top-1", label, _measured_losses(report))
     else:
         measured = ("T3 agree", label, [percent(r.agreement, 0) for r in report.results])
     load: Row = ("T3 load", label, [percent(r.saved_fraction, 2) for r in report.results])
@@ -150,12 +152,13 @@ def format_caption(result: Measured) -> str:
     saved_k = conv.saved_per_sample[EPS.index(0.1)] / 1000
     fig5 = f"paper {paper.fig5_mb[0]:.1f}, " if paper.fig5_mb else ""
     accuracy = result.accuracy
+    no_classifier = "" if result.subject.classifier else " (no classifier: no top-1, load only)"
     return (
         f"Table 2 at ε=0.1, saved / total values per photo: paper {paper.elements} (all "
         f"outputs), measured {saved_k:,.0f}k / {conv.elements_per_sample / 1000:,.0f}k (conv "
         f"outputs; photos: {result.photos}). Fig 5 unpruned: {fig5}measured "
         f"{result.fig5.unpruned_mb:.1f} Mb. T3 samples: {accuracy.samples}, labelled: "
-        f"{accuracy.labelled}."
+        f"{accuracy.labelled}{no_classifier}."
     )
 
 

@@ -49,6 +49,8 @@ class Subject:
     weights: Weights
     source: dict[str, Any] = field(default_factory=dict)
     checks: tuple[Check, ...] = ()
+    classifier: bool = True
+    """False when the model ends before any class scores (a conv body): top-1 means nothing."""
 
 
 def find_weights(network: Network, weights_dir: Path) -> Path | None:
@@ -105,7 +107,18 @@ def real_subject(fetched: FetchedFile, temp: Path) -> Subject:
     origin = f"{source.requirement}: {source.member}"
     network = network_by_key(source.paper_key)
     name = f"{source.name} ({source.package} {source.version})"
-    return Subject(network, path, name, source.label, origin, source.preset, "real", record, checks)
+    return Subject(
+        network,
+        path,
+        name,
+        source.label,
+        origin,
+        source.preset,
+        "real",
+        record,
+        checks,
+        classifier=source.classifier,
+    )
 
 
 def convert_source(source: RealSource, path: Path) -> onnx.ModelProto:
