@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from onnx_prune.budget import Measured
     from onnx_prune.calibrate import TensorStats
     from onnx_prune.epsmap import EpsMap, MapSavings
-    from onnx_prune.paper.measure import Measured, Missing
+    from onnx_prune.paper.measure import Measured as PaperMeasured
+    from onnx_prune.paper.measure import Missing as PaperMissing
     from onnx_prune.summary import MapSummary, Summary
     from onnx_prune.tune import LayerSensitivity, SplitFigures, TuneReport
     from onnx_prune.zoo import ModelResult, ZooOutcome
@@ -561,7 +562,7 @@ def _tune_split_document(figures: SplitFigures) -> Document:
 # --- onnx-prune paper ---------------------------------------------------------------------------
 
 
-def paper_network_document(result: Measured) -> Document:
+def paper_network_document(result: PaperMeasured) -> Document:
     """``onnx-prune paper``: one measured network, the paper's numbers beside the measured ones."""
     from onnx_prune.paper.measure import FIG3_PHOTO
 
@@ -596,7 +597,7 @@ def paper_network_document(result: Measured) -> Document:
     }
 
 
-def _paper_table2(result: Measured) -> Document:
+def _paper_table2(result: PaperMeasured) -> Document:
     paper, conv = result.subject.network.paper, result.table2
     return {
         "eps": list(PAPER_EPS),
@@ -609,7 +610,7 @@ def _paper_table2(result: Measured) -> Document:
     }  # fmt: skip
 
 
-def _paper_table3(result: Measured) -> Document:
+def _paper_table3(result: PaperMeasured) -> Document:
     table3, accuracy = result.subject.network.paper.table3, result.accuracy
     classifier = result.subject.classifier
     paper: Any = None
@@ -631,7 +632,9 @@ def _paper_table3(result: Measured) -> Document:
     }
 
 
-def paper_document(results: Sequence[Measured | Missing], *, random_weights: bool) -> Document:
+def paper_document(
+    results: Sequence[PaperMeasured | PaperMissing], *, random_weights: bool
+) -> Document:
     """``onnx-prune paper --json``: the settings, every measured network with the paper's numbers
     beside its own (``paper_name``, ``model``, ``weights``: real, random or stand-in, ``source``,
     ``fig3``, ``table2``, ``fig5``, ``table3``), and what was not measured and why."""
