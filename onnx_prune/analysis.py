@@ -7,23 +7,22 @@ returns data and prints nothing; progress is reported through a callback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from onnx_prune import fastcount
 from onnx_prune.bandwidth import BandwidthReport, estimate_bandwidth
-from onnx_prune.calibrate import ActivationStats, collect_activation_stats
-from onnx_prune.constants import ConstantResolver
+from onnx_prune.calibrate import ActivationStats
 from onnx_prune.epsmap import EpsMap, check_eps_map
-from onnx_prune.errors import InputDataError, UnsupportedModelError
-from onnx_prune.feeds import DEFAULT_EPS, Feeder, Progress, SampleSource, SessionFactory
+from onnx_prune.errors import InputDataError
+from onnx_prune.feeds import DEFAULT_EPS, Progress, SampleSource, SessionFactory
 from onnx_prune.inputs import SkippedInput
-from onnx_prune.layers import ComputeLayer, find_compute_layers
-from onnx_prune.load import is_random_weights, load_model
-from onnx_prune.probes import DEFAULT_TILE, add_probes
-from onnx_prune.runtime import CPU_ONLY, Providers, SessionOptions, model_file, open_session
-from onnx_prune.shapes import infer_tensor_types
+from onnx_prune.layers import ComputeLayer
+from onnx_prune.load import is_random_weights
+from onnx_prune.probes import DEFAULT_TILE
+from onnx_prune.runtime import CPU_ONLY, Providers, open_session
+from onnx_prune.shards import CountOptions, PartialCounts, Prepared, count_in_one_piece, prepare
 from onnx_prune.summary import Summary, summarize
 from onnx_prune.weights import WeightReport, count_zero_weights
 
@@ -64,6 +63,7 @@ def analyze_model(
     session_factory: SessionFactory = open_session,
     eps_map: EpsMap | None = None,
     fast: bool | None = None,
+    runner: ShardRunner | None = None,
 ) -> Analysis:
     """Measure weight and feature-map sparsity, bandwidth and pruned loads of ``path``.
 
@@ -75,82 +75,88 @@ def analyze_model(
     be among ``eps``: see ``epsmap.merged_eps``).
     ``fast``: count on the host with the compiled kernel (None: when numba is installed and
     the providers are the CPU's); False: count in the graph (the portable path).
+    ``runner`` counts the samples in shards elsewhere (``distributed.DaskRunner``); None: here,
+    in one piece. Either way the same shard code counts and the totals are identical.
     """
-    providers = providers or Providers()
-    loaded = load_model(path)
-    resolver = ConstantResolver(loaded)
-    scan = find_compute_layers(loaded.model, resolver)
-    if not scan.layers:
-        raise UnsupportedModelError(f"{path}: {scan.no_layer_message()}")
+    options = CountOptions(
+        eps=tuple(float(e) for e in eps),
+        tile=tile,
+        optimize=optimize,
+        providers=providers or Providers(),
+        fast=fast,
+    )
+    prepared = prepare(path, options)
     if eps_map is not None:
-        check_eps_map(eps_map, (layer.ifm for layer in scan.layers), model=str(path))
-    weights = count_zero_weights(loaded, eps=eps, scan=scan, resolver=resolver)
-    types = infer_tensor_types(loaded.model)
-    on_host = _use_fast_path(fast, providers)
-    probed = add_probes(loaded.model, scan.layers, eps=eps, tile=tile, types=types, on_host=on_host)
-    with model_file(loaded, probed.model) as source:
-        options = SessionOptions(optimize=optimize, providers=providers, spinning=not on_host)
-        session = session_factory(source, options)
-        constants = {tensor.name for tensor in loaded.model.graph.initializer}
-        feeder = Feeder(calibration, session.inputs(), constants=constants)
-        stats = collect_activation_stats(
-            session,
-            probed.manifest,
-            scan.layers,
-            feeder.batches(),
-            on_batch=_counter(feeder, progress),
+        check_eps_map(eps_map, (layer.ifm for layer in prepared.scan.layers), model=str(path))
+    if fast is not False and not options.providers.accelerated and not prepared.on_host:
+        logger.info(
+            "numba is not installed: counting in the graph (slower); "
+            "pip install 'onnx-prune[fast]' for the one-read counting kernel"
         )
+    weights = count_zero_weights(
+        prepared.loaded, eps=eps, scan=prepared.scan, resolver=prepared.resolver
+    )
+    if runner is None:
+        partial = count_in_one_piece(
+            prepared,
+            calibration,
+            options,
+            session_factory=session_factory,
+            progress=progress,
+        )
+    else:
+        partial = runner.count(path, prepared, calibration, options, progress)
+    return _analysis(path, prepared, weights, partial, calibration, options, bits)
+
+
+def _analysis(
+    path: Path,
+    prepared: Prepared,
+    weights: WeightReport,
+    partial: PartialCounts,
+    calibration: SampleSource,
+    options: CountOptions,
+    bits: int | None,
+) -> Analysis:
+    stats = partial.stats
     if stats.samples == 0:
         raise InputDataError("no calibration sample could be used: give readable images")
+    layers = prepared.scan.layers
     return Analysis(
         model=str(path),
-        opset=loaded.opset,
-        random_weights=is_random_weights(loaded.model),
-        layers=scan.layers,
+        opset=prepared.loaded.opset,
+        random_weights=is_random_weights(prepared.loaded.model),
+        layers=layers,
         weights=weights,
         activations=stats,
-        summary=summarize(scan.layers, stats),
+        summary=summarize(layers, stats),
         bandwidth=estimate_bandwidth(
-            loaded.model,
-            scan.layers,
+            prepared.loaded.model,
+            layers,
             stats,
             weights,
             bits=bits,
-            types=types,
-            is_constant=resolver.is_constant,
+            types=prepared.types,
+            is_constant=prepared.resolver.is_constant,
         ),
-        batch_size=feeder.batch_size,
+        batch_size=partial.batch_size,
         preset=None if calibration.tensors else calibration.preset,
-        skipped_inputs=tuple(feeder.skipped),
-        padded_samples=feeder.padded,
-        providers=providers,
+        skipped_inputs=partial.skipped,
+        padded_samples=partial.padded,
+        providers=options.providers,
     )
 
 
-def _use_fast_path(fast: bool | None, providers: Providers) -> bool:
-    """Whether to count on the host with the compiled kernel; says so once when it cannot.
+class ShardRunner(Protocol):
+    """Counts a model's samples in shards somewhere else and merges them (``+``, in order)."""
 
-    Only on the CPU: with another execution provider the in-graph probes keep the maps on the
-    device and only small tensors cross to the host.
-    """
-    if fast is False or providers.accelerated:
-        return False
-    if fastcount.available():
-        return True
-    logger.info(
-        "numba is not installed: counting in the graph (slower); "
-        "pip install 'onnx-prune[fast]' for the one-read counting kernel"
-    )
-    return False
-
-
-def _counter(feeder: Feeder, progress: Progress | None) -> Callable[[int], None]:
-    """Turns "``n`` more samples done" into the progress callback's (done, total)."""
-    done = [0]
-
-    def advance(samples: int) -> None:
-        done[0] += samples
-        if progress is not None:
-            progress(done[0], feeder.total)
-
-    return advance
+    def count(
+        self,
+        path: Path,
+        prepared: Prepared,
+        source: SampleSource,
+        options: CountOptions,
+        progress: Progress | None,
+    ) -> PartialCounts:
+        """The merged partial totals of every sample of ``source``."""
+        ...

@@ -53,6 +53,23 @@ class TensorStats:
         """Values per channel."""
         return self.elements // self.channels if self.channels else 0
 
+    def __add__(self, other: TensorStats) -> TensorStats:
+        """The totals of two disjoint sets of samples of the same tensor (exact: integers)."""
+        if (other.tensor, other.shape) != (self.tensor, self.shape):
+            raise ValueError(f"cannot add the totals of {other.tensor} to those of {self.tensor}")
+        return TensorStats(
+            tensor=self.tensor,
+            shape=self.shape,
+            elements=self.elements + other.elements,
+            zeros=_sum(self.zeros, other.zeros),
+            channels=self.channels + other.channels,
+            zero_channels=_sum(self.zero_channels, other.zero_channels),
+            saved_elements=_sum(self.saved_elements, other.saved_elements),
+            tiles=self.tiles + other.tiles,
+            zero_tiles=_sum(self.zero_tiles, other.zero_tiles),
+            tile_saved_elements=_sum(self.tile_saved_elements, other.tile_saved_elements),
+        )
+
 
 @dataclass(frozen=True)
 class SampleStats:
@@ -76,6 +93,27 @@ class ActivationStats:
     samples: int
     tensors: dict[str, TensorStats]
     per_sample: tuple[SampleStats, ...]
+
+    def __add__(self, other: ActivationStats) -> ActivationStats:
+        """The totals of this run's samples followed by ``other``'s (the shards of one run, in
+        sample order): counts add exactly, per-sample records follow each other."""
+        if (other.eps, other.tile, other.tensors.keys()) != (
+            self.eps,
+            self.tile,
+            self.tensors.keys(),
+        ):
+            raise ValueError("cannot add activation totals measured with other ε, tile or probes")
+        return ActivationStats(
+            eps=self.eps,
+            tile=self.tile,
+            samples=self.samples + other.samples,
+            tensors={name: stats + other.tensors[name] for name, stats in self.tensors.items()},
+            per_sample=self.per_sample + other.per_sample,
+        )
+
+
+def _sum(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(a + b for a, b in zip(first, second, strict=True))
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Literal
 
 from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.baseline import Comparison, ModelFigures
+from onnx_prune.distributed import DaskRunner
 from onnx_prune.errors import InputDataError, OnnxPruneError
 from onnx_prune.feeds import SampleSource, SessionFactory
 from onnx_prune.jsondoc import Document, analysis_document
@@ -214,17 +215,48 @@ def run_zoo(
     *,
     workers: int = 1,
     on_result: Callable[[ModelResult], None] | None = None,
+    runner: DaskRunner | None = None,
+    shard_samples: bool = False,
 ) -> tuple[ModelResult, ...]:
     """Analyse every job's model, in ``workers`` processes; results come back in job order.
 
     ``on_result`` hears of each model as it finishes (in finishing order). With several workers
-    each onnxruntime session gets an equal share of the CPU cores.
+    each onnxruntime session gets an equal share of the CPU cores. With a Dask ``runner`` each
+    model is one task (results as they complete; a task that fails twice is that model's
+    failure), or, with ``shard_samples``, the models run one after another with their samples
+    in shards on the workers.
     """
+    if runner is not None and shard_samples:
+        return tuple(_notify(analyze_zoo_model(job, runner=runner), on_result) for job in jobs)
+    if runner is not None:
+        return _run_on_dask(jobs, runner, on_result)
     if workers <= 1 or len(jobs) <= 1:
         return tuple(_notify(analyze_zoo_model(job), on_result) for job in jobs)
     threads = max(1, (os.cpu_count() or 1) // workers)
     shared = [job if job.threads else replace(job, threads=threads) for job in jobs]
     return _run_in_processes(shared, min(workers, len(jobs)), on_result)
+
+
+def _run_on_dask(
+    jobs: Sequence[ZooJob], runner: DaskRunner, on_result: Callable[[ModelResult], None] | None
+) -> tuple[ModelResult, ...]:
+    results: dict[int, ModelResult] = {}
+    tasks = [(i, replace(job, threads=job.threads or runner.threads)) for i, job in enumerate(jobs)]
+
+    def done(task: tuple[int, ZooJob], result: ModelResult) -> None:
+        results[task[0]] = _notify(result, on_result)
+
+    def failed(task: tuple[int, ZooJob], error: OnnxPruneError) -> None:
+        job = task[1]
+        done(task, ModelResult(job.model, error=str(error), expected_failure=job.expected_failure))
+
+    runner.map(tasks, _zoo_task, done, lambda task: task[1].model.key, on_failure=failed)
+    return tuple(results[index] for index in range(len(jobs)))
+
+
+def _zoo_task(task: tuple[int, ZooJob]) -> ModelResult:
+    """One model as one Dask task."""
+    return analyze_zoo_model(task[1])
 
 
 def _notify(result: ModelResult, on_result: Callable[[ModelResult], None] | None) -> ModelResult:
@@ -263,12 +295,13 @@ def _collect(future: Future[ModelResult], job: ZooJob) -> ModelResult:
         )
 
 
-def analyze_zoo_model(job: ZooJob) -> ModelResult:
-    """Analyse one model; any error becomes a failed result with a one-line reason."""
-    return replace(_analyze_zoo_model(job), expected_failure=job.expected_failure)
+def analyze_zoo_model(job: ZooJob, *, runner: DaskRunner | None = None) -> ModelResult:
+    """Analyse one model (its samples in shards on ``runner`` when given); any error becomes a
+    failed result with a one-line reason."""
+    return replace(_analyze_zoo_model(job, runner), expected_failure=job.expected_failure)
 
 
-def _analyze_zoo_model(job: ZooJob) -> ModelResult:
+def _analyze_zoo_model(job: ZooJob, runner: DaskRunner | None) -> ModelResult:
     started = time.perf_counter()
     eps = zoo_eps(job.eps)
     try:
@@ -278,6 +311,7 @@ def _analyze_zoo_model(job: ZooJob) -> ModelResult:
             eps=eps + tuple(e for e in job.extra_eps if e not in eps),
             providers=job.providers,
             session_factory=_session_factory(job.threads),
+            runner=runner,
         )
     except OnnxPruneError as error:
         return ModelResult(job.model, error=str(error), seconds=_since(started))

@@ -7,6 +7,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from onnx_prune import __version__
 from onnx_prune.data import EMBEDDED_IMAGES, EMBEDDED_MODEL
-from onnx_prune.errors import ModelLoadError, OnnxPruneError
+from onnx_prune.errors import InputDataError, ModelLoadError, OnnxPruneError
 from onnx_prune.files import write_text
 
 DEFAULT_MODEL = EMBEDDED_MODEL
@@ -28,6 +29,7 @@ PIPE_WIDTH = 120  # tables written to a file or CI log: rich would otherwise ass
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from onnx_prune.distributed import DaskRunner
     from onnx_prune.jsondoc import Document
     from onnx_prune.runtime import Providers
 
@@ -78,6 +80,48 @@ def add_provider_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME:KEY=VALUE",
         help="an option of one provider, e.g. cuda:device_id=1 (repeatable)",
     )
+
+
+def add_distributed_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """``--scheduler`` and ``--workers``: run on Dask (the ``dask`` extra)."""
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
+        help=f"run {what} on the Dask scheduler at ADDRESS (default $DASK_SCHEDULER_ADDRESS; "
+        "'synchronous': Dask's in-process scheduler); needs pip install 'onnx-prune[dask]'",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help=f"run {what} on a local Dask cluster of N worker processes",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def runner_from(args: argparse.Namespace) -> contextlib.AbstractContextManager[DaskRunner | None]:
+    """A Dask runner when ``--scheduler``/``--workers`` ask for one (Dask is imported only
+    then), else nothing: the run stays in this process."""
+    if args.scheduler is None and args.workers is None:
+        return contextlib.nullcontext(None)
+    if args.scheduler is not None and args.workers is not None:
+        raise InputDataError(
+            "--workers N starts a local cluster and --scheduler uses another: give one of them "
+            "(unset DASK_SCHEDULER_ADDRESS for a local cluster)"
+        )
+    from onnx_prune.distributed import open_runner
+
+    return open_runner(args.scheduler, args.workers)
 
 
 def providers_from(args: argparse.Namespace) -> Providers:

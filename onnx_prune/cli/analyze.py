@@ -19,6 +19,7 @@ from rich.progress import (
 from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
+    add_distributed_arguments,
     add_provider_arguments,
     files_under,
     is_embedded,
@@ -27,6 +28,7 @@ from onnx_prune.cli import (
     parse_eps,
     providers_from,
     resolve_model,
+    runner_from,
     write_json,
 )
 from onnx_prune.epsmap import EpsMap, map_savings, merged_eps, read_eps_map
@@ -195,17 +197,20 @@ def run_analysis(
             rate = f"{done / elapsed:.1f} samples/s" if elapsed else ""
             bar.update(task, completed=done, total=total or None, rate=rate)
 
-        return analyze_model(
-            model,
-            calibration,
-            eps=merged_eps(args.eps, eps_map),
-            eps_map=eps_map,
-            tile=args.tile,
-            bits=args.bits,
-            optimize=not args.no_optimize,
-            providers=providers_from(args),
-            progress=progress,
-        )
+        providers = providers_from(args)
+        with runner_from(args) as runner:
+            return analyze_model(
+                model,
+                calibration,
+                eps=merged_eps(args.eps, eps_map),
+                eps_map=eps_map,
+                tile=args.tile,
+                bits=args.bits,
+                optimize=not args.no_optimize,
+                providers=providers,
+                progress=progress,
+                runner=runner,
+            )
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -238,6 +243,7 @@ def add_parser(commands: Subparsers) -> None:
     )
     model_argument(parser)
     add_calibration_arguments(parser)
+    add_distributed_arguments(parser, what="the samples' shards")
     parser.add_argument(
         "--eps",
         type=parse_eps,

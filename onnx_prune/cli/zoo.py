@@ -26,12 +26,14 @@ from onnx_prune.baseline import (
 )
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
+    add_distributed_arguments,
     add_provider_arguments,
     files_under,
     is_embedded,
     model_inputs,
     parse_eps,
     providers_from,
+    runner_from,
     write_json,
 )
 from onnx_prune.cli.analyze import (
@@ -41,6 +43,7 @@ from onnx_prune.cli.analyze import (
     parse_size,
     positive_int,
 )
+from onnx_prune.distributed import DaskRunner
 from onnx_prune.errors import InputDataError, OutputPathError
 from onnx_prune.feeds import DEFAULT_EPS, SampleSource
 from onnx_prune.files import check_outputs, write_text
@@ -96,7 +99,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
         _job(model, args, eps, images, providers, setting)
         for model, setting in zip(models, settings, strict=True)
     ]
-    results = _run_with_progress(jobs, args.jobs, console, quiet=quiet)
+    if args.jobs > 1 and (args.workers or args.scheduler):
+        raise InputDataError(
+            "--jobs runs processes here and --workers/--scheduler on Dask: give one"
+        )
+    with runner_from(args) as runner:
+        results = _run_with_progress(
+            jobs, args.jobs, console, quiet=quiet, runner=runner, shard_samples=args.shard_samples
+        )
     comparison = None
     if baseline is not None:
         comparison = compare_to_baseline(
@@ -190,7 +200,13 @@ def _print_unmatched(config: ZooConfig, models: tuple[ZooModel, ...], console: C
 
 
 def _run_with_progress(
-    jobs: list[ZooJob], workers: int, console: Console, *, quiet: bool
+    jobs: list[ZooJob],
+    workers: int,
+    console: Console,
+    *,
+    quiet: bool,
+    runner: DaskRunner | None = None,
+    shard_samples: bool = False,
 ) -> tuple[ModelResult, ...]:
     columns = (
         TextColumn("analysing models"),
@@ -207,7 +223,9 @@ def _run_with_progress(
                 bar.console.print(format_model_done(result, done, len(jobs)), soft_wrap=True)
             bar.update(task, completed=done)
 
-        return run_zoo(jobs, workers=workers, on_result=finished)
+        return run_zoo(
+            jobs, workers=workers, on_result=finished, runner=runner, shard_samples=shard_samples
+        )
 
 
 def _write_outputs(
@@ -316,6 +334,12 @@ def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
         "--strict", action="store_true", help="an unreadable image is an error, not skipped"
     )
     add_provider_arguments(parser)
+    add_distributed_arguments(parser, what="the models (one task each)")
+    parser.add_argument(
+        "--shard-samples",
+        action="store_true",
+        help="with --workers/--scheduler: also cut each model's samples into shards",
+    )
 
 
 def _add_baseline_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,270 @@
+"""The shard function: one model, one range of samples, the analysis options → exact partial totals.
+
+``analyze_model`` counts every sample through ``count_samples``, in one piece or in shards. A
+shard is a contiguous range of sample numbers whose boundaries are multiples of the batch size,
+so every batch is the very batch the one-piece run feeds; its result is a ``PartialCounts``
+(integer counts and per-sample records) and partial results merge exactly with ``+`` in sample
+order. Whatever the split, the totals are bit-identical.
+
+``count_shard`` is what a worker runs (Dask here; any engine that can call a function, e.g.
+Ray): it keeps one probed model and session per model and options in a per-process cache (this
+module's ``_SESSIONS``), so a worker builds each model's session once. Samples travel as paths
+and index ranges (a ``SampleSource``), never as arrays; only counts come back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnx_prune import fastcount
+from onnx_prune.calibrate import ActivationStats, collect_activation_stats
+from onnx_prune.constants import ConstantResolver
+from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.feeds import Feeder, Progress, SampleSource, SessionFactory
+from onnx_prune.inputs import SkippedInput
+from onnx_prune.layers import LayerScan, find_compute_layers
+from onnx_prune.load import LoadedModel, load_model
+from onnx_prune.probes import ProbedModel, add_probes
+from onnx_prune.runtime import (
+    CPU_ONLY,
+    Providers,
+    Session,
+    SessionOptions,
+    TensorSpec,
+    model_file,
+    open_session,
+)
+from onnx_prune.shapes import TensorType, infer_tensor_types
+
+
+@dataclass(frozen=True)
+class CountOptions:
+    """How samples are counted: ε, tile, graph optimizations, providers, the counting path
+    (``fast`` None: the compiled kernel when it can be used) and onnxruntime's threads."""
+
+    eps: tuple[float, ...]
+    tile: tuple[int, int]
+    optimize: bool = True
+    providers: Providers = CPU_ONLY
+    fast: bool | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class PartialCounts:
+    """The exact totals of a range of samples; ``a + b`` is the totals of a's samples then b's."""
+
+    stats: ActivationStats
+    skipped: tuple[SkippedInput, ...]
+    padded: int
+    batch_size: int
+
+    def __add__(self, other: PartialCounts) -> PartialCounts:
+        """Merge the totals of the next range (exact: integer sums, records in order)."""
+        return PartialCounts(
+            stats=self.stats + other.stats,
+            skipped=self.skipped + other.skipped,
+            padded=self.padded + other.padded,
+            batch_size=max(self.batch_size, other.batch_size),
+        )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model made ready to count: its layers, tensor types and probed copy."""
+
+    loaded: LoadedModel
+    resolver: ConstantResolver
+    scan: LayerScan
+    types: dict[str, TensorType]
+    probed: ProbedModel
+    on_host: bool
+
+    def session_options(self, options: CountOptions) -> SessionOptions:
+        """The session options of the probed model for ``options``."""
+        return SessionOptions(
+            optimize=options.optimize,
+            providers=options.providers,
+            spinning=not self.on_host,
+            threads=options.threads,
+        )
+
+
+def prepare(path: Path, options: CountOptions) -> Prepared:
+    """Load ``path``, find its compute layers and add the probes that count them."""
+    loaded = load_model(path)
+    resolver = ConstantResolver(loaded)
+    scan = find_compute_layers(loaded.model, resolver)
+    if not scan.layers:
+        raise UnsupportedModelError(f"{path}: {scan.no_layer_message()}")
+    types = infer_tensor_types(loaded.model)
+    on_host = use_fast_path(options.fast, options.providers)
+    probed = add_probes(
+        loaded.model, scan.layers, eps=options.eps, tile=options.tile, types=types, on_host=on_host
+    )
+    return Prepared(loaded, resolver, scan, types, probed, on_host)
+
+
+def use_fast_path(fast: bool | None, providers: Providers) -> bool:
+    """Whether to count on the host with the compiled kernel (only on the CPU: with another
+    provider the in-graph probes keep the maps on the device)."""
+    if fast is False or providers.accelerated:
+        return False
+    return fastcount.available()
+
+
+def count_samples(
+    prepared: Prepared,
+    session: Session,
+    source: SampleSource,
+    progress: Progress | None = None,
+) -> PartialCounts:
+    """Run the samples of ``source`` (its whole range) through the probed session and count;
+    ``progress`` hears (samples done, samples in the range) after every batch."""
+    feeder = Feeder(source, session.inputs(), constants=_constants(prepared.loaded))
+    stats = collect_activation_stats(
+        session,
+        prepared.probed.manifest,
+        prepared.scan.layers,
+        feeder.batches(),
+        on_batch=_counter(feeder, progress),
+    )
+    return PartialCounts(stats, tuple(feeder.skipped), feeder.padded, feeder.batch_size)
+
+
+def count_in_one_piece(
+    prepared: Prepared,
+    source: SampleSource,
+    options: CountOptions,
+    *,
+    session_factory: SessionFactory = open_session,
+    progress: Progress | None = None,
+) -> PartialCounts:
+    """The single-process path: one session, every sample, one partial result."""
+    with model_file(prepared.loaded, prepared.probed.model) as model_source:
+        session = session_factory(model_source, prepared.session_options(options))
+        return count_samples(prepared, session, source, progress)
+
+
+# The shard function and its per-process cache
+
+_SESSIONS: dict[tuple[str, int, int, CountOptions], tuple[Prepared, Session]] = {}
+
+
+def count_shard(model: Path, source: SampleSource, options: CountOptions) -> PartialCounts:
+    """THE shard function: the exact partial totals of ``model`` over ``source``'s sample range.
+
+    Each process keeps one prepared model and session per (file, options), so a worker that
+    counts many shards of a model builds its session once.
+    """
+    prepared, session = _cached_session(model, options)
+    return count_samples(prepared, session, source)
+
+
+def _cached_session(model: Path, options: CountOptions) -> tuple[Prepared, Session]:
+    stat = model.stat()
+    key = (str(model.resolve()), stat.st_mtime_ns, stat.st_size, options)
+    if key not in _SESSIONS:
+        prepared = prepare(model, options)
+        with model_file(prepared.loaded, prepared.probed.model) as model_source:
+            session = open_session(model_source, prepared.session_options(options))
+        _SESSIONS[key] = (prepared, session)
+    return _SESSIONS[key]
+
+
+# Planning shards
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One task: samples ``[start, stop)`` of the run (numbers within the source's range)."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def samples(self) -> int:
+        """How many samples the shard holds."""
+        return self.stop - self.start
+
+
+def plan_shards(total: int, batch_size: int, count: int) -> tuple[Shard, ...]:
+    """``total`` samples in at most ``count`` contiguous shards of whole batches, as even as
+    whole batches allow (the first shards get the extra batch); deterministic."""
+    batches = math.ceil(total / batch_size)
+    count = max(1, min(count, batches))
+    base, extra = divmod(batches, count)
+    shards: list[Shard] = []
+    start = 0
+    for index in range(count):
+        stop = min(total, start + (base + (index < extra)) * batch_size)
+        shards.append(Shard(index, start, stop))
+        start = stop
+    return tuple(shards)
+
+
+def shard_source(source: SampleSource, shard: Shard) -> SampleSource:
+    """``source`` restricted to one shard (sample numbers count from the source's start)."""
+    return source.sample_range(source.start + shard.start, source.start + shard.stop)
+
+
+def plan_run(prepared: Prepared, source: SampleSource) -> tuple[int, int]:
+    """The samples in the source's range and the batch size, as the workers' feeders will see
+    them (read from the model's graph: no session needed)."""
+    feeder = Feeder(source, graph_input_specs(prepared.loaded.model), constants=())
+    return feeder.total, feeder.batch_size
+
+
+def graph_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """The model's real inputs (initializers left out) as ``TensorSpec``s, read from the graph."""
+    constants = {tensor.name for tensor in model.graph.initializer}
+    return [_spec(value) for value in model.graph.input if value.name not in constants]
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor = value.type.tensor_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type or 1))
+    dims: list[int | str | None] = []
+    for dim in tensor.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        else:
+            dims.append(dim.dim_param or None)
+    return TensorSpec(value.name, dtype, tuple(dims))
+
+
+def _counter(feeder: Feeder, progress: Progress | None) -> Callable[[int], None] | None:
+    """Turns "``n`` more samples done" into the progress callback's (done, total)."""
+    if progress is None:
+        return None
+    done = [0]
+
+    def advance(samples: int) -> None:
+        done[0] += samples
+        progress(done[0], feeder.total)
+
+    return advance
+
+
+def _constants(loaded: LoadedModel) -> set[str]:
+    return {tensor.name for tensor in loaded.model.graph.initializer}
+
+
+def merge(parts: Sequence[PartialCounts]) -> PartialCounts:
+    """The partial results of consecutive shards, added in sample order."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def with_threads(options: CountOptions, threads: int | None) -> CountOptions:
+    """``options`` with onnxruntime's intra-op threads set (None: onnxruntime's default)."""
+    return replace(options, threads=threads)
