@@ -280,7 +280,7 @@ class _Builder:
         if found is None:
             return probe
         probe = replace(probe, scale=found.scale, zero_point=found.zero_point)
-        base = probe.tile_max.removesuffix("_values")
+        base = f"{PREFIX}_{self.index}"  # the index of the probe just added
         if found.scale_tensor:
             output = self._node("Identity", [found.scale_tensor], f"{base}_scale")
             self._output(output, None)

@@ -172,13 +172,18 @@ def _integer_parameters(path: Path, tensor: str) -> tuple[str | float, str | flo
         if tensor in node.output:
             if node.op_type == "DynamicQuantizeLinear":
                 return node.output[1], node.output[2]
-            if node.op_type == "Flatten":
+            if node.op_type in ("Flatten", "Reshape", "MaxPool", "Transpose", "Squeeze"):
                 return _integer_parameters(path, node.input[0])
             scale, zero = {
                 "QuantizeLinear": (1, 2),
                 "QLinearConv": (6, 7),
                 "QLinearMatMul": (6, 7),
                 "QLinearAdd": (6, 7),
+                "QLinearMul": (6, 7),
+                "QLinearSigmoid": (3, 4),
+                "QLinearLeakyRelu": (3, 4),
+                "QLinearAveragePool": (3, 4),
+                "QLinearConcat": (0, 1),
                 "QLinearGlobalAveragePool": (3, 4),
                 "QGemm": (7, 8),
             }[node.op_type]
@@ -220,15 +225,20 @@ def _expected_maps(
     return expected
 
 
+@pytest.mark.parametrize("fast", [False, None], ids=["in-graph", "default"])
 @pytest.mark.parametrize("form", ["float", *sorted(FORMS)])
 def test_feature_map_counts_equal_numpy_on_the_graph_as_written(
-    models: dict[str, Path], form: str
+    models: dict[str, Path], form: str, fast: bool | None
 ) -> None:
     path = models[form]
     inputs = path.parent / "x.npy"
     x = np.load(inputs)
     analysis = analyze_model(
-        path, SampleSource(tensors=inputs, batch_size=len(x)), eps=EPS, optimize=False
+        path,
+        SampleSource(tensors=inputs, batch_size=len(x)),
+        eps=EPS,
+        optimize=False,
+        fast=fast,
     )
     assert len(analysis.layers) == COMPUTE_LAYERS
     expected = _expected_maps(analysis, path, x)
@@ -522,3 +532,66 @@ def test_quantized_embedded_model_finds_all_layers_and_counts_match_numpy(
             numbers["zeros"],
             numbers["zero_channels"],
         ), tensor
+
+
+def test_int4_weights_show_their_stored_dtype(tmp_path: Path) -> None:
+    """An opset-21 QDQ weight stored as int4, per output channel: zero where q == zero point."""
+    q = np.array([[[[1, -2]], [[3, 0]]], [[[2, 2]], [[-1, 2]]]], np.int8)  # [2, 2, 1, 2]
+    weight = helper.make_tensor("q", TensorProto.INT4, q.shape, q.flatten().tolist())
+    zero = helper.make_tensor("zero", TensorProto.INT4, [2], [0, 2])
+    scale = numpy_helper.from_array(np.array([0.5, 0.25], np.float32), "scale")
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["w"], axis=0),
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv"),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 2, 3, 3])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 2, 3, 2])],
+        [weight, zero, scale],
+        opset=21,
+        ir_version=10,
+    )
+    path = save(model, tmp_path)
+    (layer,) = count_zero_weights(load_model(path), eps=(0.0, 0.25)).layers
+    assert layer.weight.dtype == "int4"
+    # filter 0 (zero point 0, scale 0.5): q = 0 once, and |q| * 0.5 <= 0.25 only there;
+    # filter 1 (zero point 2, scale 0.25): q = 2 three times, and q = -1 gives 0.75 > 0.25
+    assert layer.weight.zeros == (4, 4)
+    assert layer.weight.zero_filters == 0
+
+
+def test_a_dynamic_quantize_lstm_is_listed_with_its_weight_share(tmp_path: Path) -> None:
+    weights = {
+        "w": np.ones((2, 2, 1, 1), np.float32),
+        "lw": np.ones((1, 2, 16), np.int8),
+        "lr": np.ones((1, 4, 16), np.int8),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node(
+            "DynamicQuantizeLSTM", ["seq", "lw", "lr"], ["h"], name="lstm", domain="com.microsoft"
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lstm",
+        [
+            helper.make_tensor_value_info("x", FLOAT, ["N", 2, 2, 2]),
+            helper.make_tensor_value_info("seq", FLOAT, [3, 1, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("c", FLOAT, ["N", 2, 2, 2]),
+            helper.make_tensor_value_info("h", FLOAT, None),
+        ],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    )
+    path = save(model, tmp_path)
+    report = count_zero_weights(load_model(path))
+    (item,) = report.unresolved
+    assert item.op_type == "DynamicQuantizeLSTM"
+    assert item.weight_share == pytest.approx(96 / 100)
+    assert (report.coverage.layers, report.coverage.of) == (1, 2)
