@@ -189,6 +189,9 @@ def test_fetch_convert_check_and_measure_a_package(
     assert vgg["fig3"]["layers"] == 1 and vgg["fig3"]["paper"][0] == 0.61
     assert {"table2", "fig5", "table3"} <= set(vgg)
     assert vgg["checks"][0]["passed"] is True
+    # The body against the package's own file run by onnxruntime at its NHWC 6x6 input.
+    assert vgg["checks"][1]["what"].startswith("pool vs the package's own model at 6x6")
+    assert vgg["checks"][1]["passed"] is True
     # A conv body has no class scores: Table 3 gives its load only, no agreement.
     assert vgg["table3"]["agreement"] is None and len(vgg["table3"]["load_reduction"]) == 6
     [agree] = [row for row in rows(text) if row[:2] == ["T3", "agree"]]

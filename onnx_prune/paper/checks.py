@@ -19,9 +19,11 @@ from onnx import numpy_helper
 from onnx_prune.data import IMAGENET_CLASSES
 from onnx_prune.inputs import get_preset, load_image
 from onnx_prune.paper.networks import RealSource
-from onnx_prune.runtime import open_session
+from onnx_prune.runtime import ModelSource, open_session
 
 BIAS_TOLERANCE = 1e-6
+BODY_TOLERANCE = 1e-5
+BODY_CHECK_PHOTO = "dog.jpg"
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,44 @@ def class_names(source: RealSource) -> tuple[str, ...]:
     return ("background", *IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines())
 
 
-def check_model(source: RealSource, model_path: Path, images: Path) -> tuple[Check, ...]:
-    """Every check of ``source`` on the converted model at ``model_path``."""
+def check_model(
+    source: RealSource, model_path: Path, images: Path, *, original: Path | None = None
+) -> tuple[Check, ...]:
+    """Every check of ``source`` on the converted model at ``model_path``; with the package's
+    own ONNX file ``original``, a conv body is also compared with it, run as the package runs it."""
     checks = [_bias_check(model_path, item.conv_index, item.value) for item in source.bias_checks]
     if source.photo_checks:
         checks.extend(_photo_checks(source, model_path, images))
+    if source.converter == "onnx-body" and original is not None:
+        checks.append(_body_check(source, original, images / BODY_CHECK_PHOTO))
     return tuple(checks)
+
+
+def _body_check(source: RealSource, original: Path, photo: Path) -> Check:
+    """The package's own model (onnxruntime, NHWC at its own size) and the body cut at that size
+    give the same ``source.output`` tensor on ``photo``."""
+    from onnx_prune.paper.onnx_body import cut_body
+
+    assert source.output is not None
+    model = onnx.load(str(original))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    size = (int(dims[1].dim_value), int(dims[2].dim_value))
+    body = cut_body(model, output=source.output, size=size)
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(source.output))
+    image = load_image(photo, get_preset(source.preset), size)[None]
+    package = open_session(ModelSource(original, original.parent, model))
+    [expected] = package.run(
+        [source.output], {model.graph.input[0].name: image.transpose(0, 2, 3, 1)}
+    )
+    converted = open_session(ModelSource(original, original.parent, body))
+    [found] = converted.run([source.output], {body.graph.input[0].name: image})
+    difference = float(np.max(np.abs(found - expected)) / max(np.max(np.abs(expected)), 1e-30))
+    return Check(
+        f"{source.output} vs the package's own model at {size[0]}x{size[1]}, {photo.name}",
+        f"relative difference <= {BODY_TOLERANCE:g}",
+        f"{difference:.1e}",
+        difference <= BODY_TOLERANCE,
+    )
 
 
 def _bias_check(model_path: Path, index: int, expected: float) -> Check:

@@ -103,7 +103,7 @@ def real_subject(fetched: FetchedFile, temp: Path) -> Subject:
         "converter": source.converter,
         "converted_sha256": sha256_of(path),
     }
-    checks = check_model(source, path, IMAGES)
+    checks = check_model(source, path, IMAGES, original=fetched.path)
     origin = f"{source.requirement}: {source.member}"
     network = network_by_key(source.paper_key)
     name = f"{source.name} ({source.package} {source.version})"
