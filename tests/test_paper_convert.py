@@ -8,6 +8,7 @@ pooling, Dense) and a tf2onnx-style ONNX file with an NHWC transpose and a head 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -393,3 +394,16 @@ def test_fold_takes_scale_and_shift_into_weights_and_bias(tmp_path: Path) -> Non
     np.testing.assert_allclose(
         run_nchw(folded, tmp_path, image), run_nchw(model, tmp_path, image), rtol=1e-5, atol=1e-6
     )
+
+
+def test_a_missing_extra_is_one_line_naming_the_pip_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnx_prune.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    monkeypatch.setitem(sys.modules, "tensorboard.compat.proto", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'onnx-prune\[paper\]'"):
+        convert_keras_h5(tmp_path / "model.h5")
+    with pytest.raises(MissingExtraError, match=r"pip install 'onnx-prune\[paper\]'"):
+        convert_tf_graph(tmp_path / "graph.pb", output="x")
