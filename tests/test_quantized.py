@@ -595,3 +595,39 @@ def test_a_dynamic_quantize_lstm_is_listed_with_its_weight_share(tmp_path: Path)
     assert item.op_type == "DynamicQuantizeLSTM"
     assert item.weight_share == pytest.approx(96 / 100)
     assert (report.coverage.layers, report.coverage.of) == (1, 2)
+
+
+def test_feature_map_scales_of_shape_one(tmp_path: Path) -> None:
+    """Scales and zero points of shape [1] (not []): the map's zero point is still found."""
+    arrays = {
+        "s": np.array([0.05], np.float32),
+        "z": np.array([128], np.uint8),
+        "w": np.full((2, 1, 1, 1), 3, np.int8),
+        "ws": np.array([0.1], np.float32),
+        "wz": np.array([0], np.int8),
+        "ys": np.array([0.2], np.float32),
+        "yz": np.array([10], np.uint8),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node(
+            "QLinearConv", ["xq", "s", "z", "w", "ws", "wz", "ys", "yz"], ["yq"], name="qconv"
+        ),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"]),
+    ]
+    path = _write(
+        tmp_path / "m.onnx",
+        arrays,
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 2, 4, 4])],
+    )
+    x = np.random.default_rng(4).normal(0, 0.2, size=(3, 1, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    analysis = analyze_model(path, SampleSource(tensors=tmp_path / "x.npy"), eps=(0.0, 0.1))
+    pulled = _pull(path, ["xq", "yq"], x)
+    for tensor, scale, zero in (("xq", 0.05, 128), ("yq", 0.2, 10)):
+        real = ((pulled[tensor].astype(np.float64) - zero) * scale).astype(np.float32)
+        expected = tuple(int(np.count_nonzero(np.abs(real) <= np.float32(e))) for e in (0, 0.1))
+        assert analysis.activations.tensors[tensor].zeros == expected, tensor
+    assert analysis.activations.tensors["xq"].zeros[0] > 0
