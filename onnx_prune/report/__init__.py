@@ -16,8 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS: these numbers say nothing about a trained network"
-NAME_WIDTH = 40
-"""The widest a layer or tensor name is shown before it is shortened in the middle."""
 
 
 def percent(part: int | float, whole: int | float) -> str:
@@ -43,15 +41,3 @@ def format_random_banner(random_weights: bool) -> RenderableType:
 def plain_table(title: str, **options: Any) -> Table:
     """The tables of every report: a left-aligned title and one rule under the header."""
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
-
-
-def shorten_middle(name: str, width: int = NAME_WIDTH) -> str:
-    """``name`` cut to ``width`` characters by replacing its middle with ``…``, keeping more of
-    the end, where names differ (``/model.22/cv2.2/cv2.2.0/conv/Conv``)."""
-    if len(name) <= width:
-        return name
-    if width < 2:
-        return name[-width:] if width > 0 else ""
-    tail = (2 * (width - 1)) // 3
-    head = width - 1 - tail
-    return f"{name[:head]}…{name[len(name) - tail :]}"

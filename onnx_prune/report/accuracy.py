@@ -8,13 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.accuracy import AccuracyReport, EpsAccuracy, accuracy_drop
-from onnx_prune.report import (
-    NAME_WIDTH,
-    eps_label,
-    format_random_banner,
-    plain_table,
-    shorten_middle,
-)
+from onnx_prune.report import eps_label, format_random_banner, plain_table
+from onnx_prune.report.fit import keep_numbers
 
 
 def format_accuracy(
@@ -36,7 +31,7 @@ def format_accuracy(
     return Group(*parts)
 
 
-def format_fidelity(report: AccuracyReport) -> Table:
+def format_fidelity(report: AccuracyReport) -> RenderableType:
     """Per output (rows) and ε (columns): mean cosine similarity and relative L2 error of the
     pruned output against the unpruned one."""
     table = plain_table(
@@ -53,9 +48,9 @@ def format_fidelity(report: AccuracyReport) -> Table:
         kind = "classifier" if name in report.classifier_outputs else "other"
         cosines = [f"{result.outputs[name].cosine:.6f}" for result in report.results]
         errors = [f"{result.outputs[name].relative_l2:.2e}" for result in report.results]
-        table.add_row(shorten_middle(name, NAME_WIDTH), "cosine", *cosines)
+        table.add_row(name, "cosine", *cosines)
         table.add_row(f"({kind})", "rel. L2", *errors)
-    return table
+    return keep_numbers(table, names=(0,))
 
 
 def _table(report: AccuracyReport) -> Table:

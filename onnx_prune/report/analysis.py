@@ -13,6 +13,7 @@ from onnx_prune.analysis import Analysis
 from onnx_prune.paper.networks import PAPER_MOBILENET_FIG3, PAPER_MOBILENET_SAVED
 from onnx_prune.report import eps_label, format_random_banner, format_shape, percent, plain_table
 from onnx_prune.report.bandwidth import format_bandwidth
+from onnx_prune.report.fit import keep_numbers
 from onnx_prune.report.weights import format_coverage, format_unresolved_biases
 from onnx_prune.summary import MapSummary
 
@@ -33,7 +34,7 @@ def format_analysis(analysis: Analysis, *, paper: bool = False) -> RenderableTyp
     return Group(*[part for part in parts if not (isinstance(part, Text) and not part.plain)])
 
 
-def format_layers(analysis: Analysis) -> Table:
+def format_layers(analysis: Analysis) -> RenderableType:
     """Per compute layer: the IFM's zero share at each ε, zero channels, and the OFM."""
     eps = analysis.activations.eps
     stats = analysis.activations.tensors
@@ -41,7 +42,7 @@ def format_layers(analysis: Analysis) -> Table:
         f"Feature maps per compute layer: {analysis.model}\n"
         f"IFM zero % at each ε; zero channels (ch) % and OFM zero % at {eps_label(eps[0])}",
     )
-    table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("layer", no_wrap=True)
     table.add_column("op", no_wrap=True)
     table.add_column("IFM", no_wrap=True)
     for value in eps:
@@ -58,10 +59,10 @@ def format_layers(analysis: Analysis) -> Table:
             percent(ifm.zero_channels[0], ifm.channels),
             percent(ofm.zeros[0], ofm.elements),
         )
-    return table
+    return keep_numbers(table, names=(0,), optional=(1, 2))
 
 
-def format_summary(analysis: Analysis) -> Table:
+def format_summary(analysis: Analysis) -> RenderableType:
     """Paper mean, weighted and channel-saved figures for IFMs and OFMs, per ε."""
     eps = analysis.activations.eps
     layers = len(analysis.layers)
@@ -80,7 +81,7 @@ def format_summary(analysis: Analysis) -> Table:
             f"{name} layers with a zero channel",
             *[f"{count}/{layers}" for count in summary.layers_with_zero_channels],
         )
-    return table
+    return keep_numbers(table, names=(), wrap=(0,))
 
 
 def _summary_rows(name: str, summary: MapSummary) -> list[tuple[str, Sequence[float]]]:
@@ -100,7 +101,7 @@ def _source(analysis: Analysis) -> str:
     return source + (f", {skipped} unreadable skipped" if skipped else "")
 
 
-def format_samples(analysis: Analysis) -> Table:
+def format_samples(analysis: Analysis) -> RenderableType:
     """Per sample, the share of OFM values in zero channels (the paper's Table 2, per image)."""
     eps = analysis.activations.eps
     samples = analysis.summary.per_sample
@@ -116,7 +117,7 @@ def format_samples(analysis: Analysis) -> Table:
         columns = list(zip(*(share.ofm for share in samples), strict=True))
         table.add_row("min", *[f"{100 * min(c):.2f}" for c in columns], style="dim")
         table.add_row("max", *[f"{100 * max(c):.2f}" for c in columns], style="dim")
-    return table
+    return keep_numbers(table, names=(0,))
 
 
 def format_paper_comparison(analysis: Analysis) -> Table:

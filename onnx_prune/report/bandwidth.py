@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.bandwidth import GRANULARITIES, BandwidthReport, LayerLoad, LoadTotal
 from onnx_prune.report import eps_label, percent, plain_table
+from onnx_prune.report.fit import keep_numbers
 
 _KIND_LABELS = {
     "depthwise": "depthwise",
@@ -48,7 +48,7 @@ def _accounting(report: BandwidthReport) -> str:
     return f"per sample, at {widths}; kB = 1000 bytes"
 
 
-def format_layer_loads(report: BandwidthReport, *, index: int = 0) -> Table:
+def format_layer_loads(report: BandwidthReport, *, index: int = 0) -> RenderableType:
     """Per compute layer: kind, MACs, bytes moved, IFM share and IFM saved at one ε."""
     label = eps_label(report.eps[index])
     table = plain_table(
@@ -56,13 +56,13 @@ def format_layer_loads(report: BandwidthReport, *, index: int = 0) -> Table:
         f"IFM %: IFM share of the load; ch/tile/el %: IFM saved at {label} "
         f"(tile {report.tile[0]}×{report.tile[1]})",
     )
-    table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("layer", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     for header in ("MACs", "W kB", "IFM kB", "OFM kB", "IFM %", "ch %", "tile %", "el %"):
         table.add_column(header, justify="right", no_wrap=True)
     for layer in report.layers:
         table.add_row(*_layer_row(layer, index))
-    return table
+    return keep_numbers(table, names=(0,), optional=(1, 2))
 
 
 def _layer_row(layer: LayerLoad, index: int) -> list[str]:
@@ -83,7 +83,7 @@ def _saved(saved: float, whole: int) -> str:
     return f"{100 * saved / whole:.1f}" if whole else "-"
 
 
-def format_load_by_kind(report: BandwidthReport) -> Table:
+def format_load_by_kind(report: BandwidthReport) -> RenderableType:
     """Where the bytes go, by layer kind: the measured form of the paper's depthwise claim."""
     table = plain_table(
         "Load by layer kind (per sample): IFM share of each kind's load",
@@ -95,7 +95,7 @@ def format_load_by_kind(report: BandwidthReport) -> Table:
         if total.layers:
             table.add_row(_KIND_LABELS[kind], *_kind_cells(total))
     table.add_row("all", *_kind_cells(report.total), style="bold")
-    return table
+    return keep_numbers(table, names=(), wrap=(0,))
 
 
 def _kind_cells(total: LoadTotal) -> list[str]:
@@ -111,7 +111,7 @@ def _kind_cells(total: LoadTotal) -> list[str]:
     ]
 
 
-def format_pruned_load(report: BandwidthReport) -> Table:
+def format_pruned_load(report: BandwidthReport) -> RenderableType:
     """Network load without and with dynamic pruning, per ε and granularity."""
     total = report.total
     widths = f"{report.bits}-bit values" if report.bits else "tensor dtypes"
@@ -131,10 +131,10 @@ def format_pruned_load(report: BandwidthReport) -> Table:
             for cell in (_kilobytes(pruned[index]), f"{100 * share[index]:.2f}")
         ]
         table.add_row(f"{value:g}", *cells)
-    return table
+    return keep_numbers(table, names=())
 
 
-def format_ifm_saved(report: BandwidthReport) -> Table:
+def format_ifm_saved(report: BandwidthReport) -> RenderableType:
     """Saved shares of the IFM bytes (the paper's Table 2/3 figure) and of the MACs, per ε."""
     total = report.total
     table = plain_table(
@@ -147,7 +147,7 @@ def format_ifm_saved(report: BandwidthReport) -> Table:
         shares = total.ifm_saved_share(granularity)
         table.add_row(f"IFM bytes, {granularity}", *[f"{100 * s:.2f}" for s in shares])
     table.add_row("MACs, channel", *[f"{100 * s:.2f}" for s in total.macs_skipped_share()])
-    return table
+    return keep_numbers(table, names=(), wrap=(0,))
 
 
 def format_not_analysed(report: BandwidthReport) -> Text:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+from rich.console import RenderableType
 
 from onnx_prune.bandwidth import GRANULARITIES, BandwidthReport
 from onnx_prune.epsmap import EpsMap, LayerMapSaving, MapSavings
 from onnx_prune.report import percent, plain_table
+from onnx_prune.report.fit import keep_numbers
 
 
-def format_map_savings(savings: MapSavings, eps_map: EpsMap, bandwidth: BandwidthReport) -> Table:
+def format_map_savings(
+    savings: MapSavings, eps_map: EpsMap, bandwidth: BandwidthReport
+) -> RenderableType:
     """Per layer: its ε from the map, IFM kB and the share saved at channel/tile/element."""
     widths = f"{bandwidth.bits}-bit values" if bandwidth.bits else "each tensor's dtype"
     metric = f", chosen for {eps_map.metric}" if eps_map.metric else ""
@@ -18,7 +21,7 @@ def format_map_savings(savings: MapSavings, eps_map: EpsMap, bandwidth: Bandwidt
         f"ch/tile/el %: IFM saved (tile {bandwidth.tile[0]}×{bandwidth.tile[1]}); "
         "ε - : not in the map, not pruned",
     )
-    table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=28)
+    table.add_column("layer", no_wrap=True)
     for header in ("ε", "IFM kB", "ch %", "tile %", "el %"):
         table.add_column(header, justify="right", no_wrap=True)
     for layer in savings.layers:
@@ -26,7 +29,7 @@ def format_map_savings(savings: MapSavings, eps_map: EpsMap, bandwidth: Bandwidt
     table.add_section()
     total = [percent(savings.saved[g], savings.ifm_bytes) for g in GRANULARITIES]
     table.add_row("total", "", f"{savings.ifm_bytes / 1000:,.1f}", *total)
-    return table
+    return keep_numbers(table, names=(0,))
 
 
 def _row(layer: LayerMapSaving) -> list[str]:

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from onnx_prune.budget import Budget, Measured
 from onnx_prune.report import format_random_banner, percent, plain_table
+from onnx_prune.report.fit import keep_numbers
 from onnx_prune.tune import LayerSensitivity, SensitivityPoint, SplitFigures, TuneReport
 
 
@@ -32,7 +33,7 @@ def _metric_text(budget: Budget, value: float | None) -> str:
     return f"{value:.5f}"
 
 
-def format_layers(report: TuneReport) -> Table:
+def format_layers(report: TuneReport) -> RenderableType:
     """Per pruned IFM: its layer, IFM kB, the chosen ε, its sensitivity and the load it saves."""
     chosen = report.eps_map.eps if report.eps_map is not None else {}
     table = plain_table(
@@ -40,13 +41,13 @@ def format_layers(report: TuneReport) -> Table:
         f"{report.model}\nsensitivity: the metric with this layer alone pruned at its ε "
         f"(calibration split); saved: IFM bytes not loaded at its ε, per sample"
     )
-    table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=24)
-    table.add_column("IFM", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("layer", no_wrap=True)
+    table.add_column("IFM", no_wrap=True)
     for header in ("IFM kB", "ε", "sensitivity", "score", "saved kB", "saved %"):
         table.add_column(header, justify="right", no_wrap=True)
     for layer in report.search.layers:
         table.add_row(*_layer_row(report, layer, chosen.get(layer.tensor)))
-    return table
+    return keep_numbers(table, names=(0, 1))
 
 
 def _layer_row(report: TuneReport, layer: LayerSensitivity, eps: float | None) -> list[str]:
@@ -70,19 +71,19 @@ def _unchanged(point: SensitivityPoint | None) -> str:
     return "no change" if point is not None and point.source == "no change" else "-"
 
 
-def format_sensitivity(report: TuneReport) -> Table:
+def format_sensitivity(report: TuneReport) -> RenderableType:
     """The sensitivity table: the budget metric per layer and candidate ε."""
     table = plain_table(
         f"Sensitivity: {report.budget.kind} with one layer pruned alone (calibration split)\n"
         "· no change (prunes only zeros, or nothing); = same values pruned as the ε before; "
         "✗ outside the budget; blank: not run (stopped earlier)"
     )
-    table.add_column("IFM", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("IFM", no_wrap=True)
     for eps in report.candidates:
         table.add_column(f"ε={eps:g}", justify="right", no_wrap=True)
     for layer in report.search.layers:
         table.add_row(layer.tensor, *[_cell(report.budget, p) for p in layer.points])
-    return table
+    return keep_numbers(table, names=(0,))
 
 
 def _cell(budget: Budget, point: SensitivityPoint) -> str:

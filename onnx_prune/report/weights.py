@@ -10,6 +10,7 @@ from rich.text import Text
 
 from onnx_prune.layers import NotAnalysed
 from onnx_prune.report import eps_label, format_random_banner, format_shape, percent, plain_table
+from onnx_prune.report.fit import keep_numbers
 from onnx_prune.weights import Coverage, SparsityTotal, TensorSparsity, WeightReport
 
 
@@ -59,11 +60,11 @@ def describe_not_analysed(item: NotAnalysed) -> str:
     return f"{item.reason} ({item.weight_share:.1%} of the model's weight values)"
 
 
-def _weights_table(report: WeightReport) -> Table:
+def _weights_table(report: WeightReport) -> RenderableType:
     table = plain_table(
         f"Weight sparsity: {report.model}\nzero %: weights with |w| <= ε",
     )
-    table.add_column("layer", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("layer", no_wrap=True)
     table.add_column("op", no_wrap=True)
     table.add_column("weight", no_wrap=True)
     table.add_column("dtype", no_wrap=True)
@@ -81,7 +82,7 @@ def _weights_table(report: WeightReport) -> Table:
             *_zero_cells(layer.weight.zeros, layer.weight.elements),
             _filters_cell(layer.weight),
         )
-    return table
+    return keep_numbers(table, names=(0,), optional=(1, 2, 3))
 
 
 def _zero_cells(zeros: Sequence[int], elements: int) -> list[str]:
@@ -94,7 +95,7 @@ def _filters_cell(tensor: TensorSparsity) -> str:
     return f"{tensor.zero_filters}/{tensor.filters}"
 
 
-def _totals_table(report: WeightReport) -> Table:
+def _totals_table(report: WeightReport) -> RenderableType:
     table = Table(title="Totals (weights, biases excluded)", title_justify="left")
     table.add_column("op type")
     table.add_column("layers", justify="right")
@@ -105,7 +106,7 @@ def _totals_table(report: WeightReport) -> Table:
     for op_type in report.op_types():
         table.add_row(op_type, *_total_cells(report.total(op_type)))
     table.add_row("all", *_total_cells(report.total()), style="bold")
-    return table
+    return keep_numbers(table, names=(), wrap=(0,))
 
 
 def _total_cells(total: SparsityTotal) -> list[str]:

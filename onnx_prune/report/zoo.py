@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from rich.console import Group, RenderableType
 from rich.padding import Padding
-from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.baseline import Change, Comparison, ModelFigures
 from onnx_prune.report import eps_label, plain_table
+from onnx_prune.report.fit import keep_numbers
 from onnx_prune.zoo import ModelResult, Status, ZooOutcome
 
 FIGURE_HEADER = "IFM (%)"
@@ -97,7 +97,7 @@ def format_model_done(result: ModelResult, done: int, total: int) -> Text:
     return Text(f"{prefix}failed  {result.model.key}: {result.error}", style="red")
 
 
-def _table(outcome: ZooOutcome) -> Table:
+def _table(outcome: ZooOutcome) -> RenderableType:
     table = plain_table(
         f"Model zoo: {_models(len(outcome.results))}",
         collapse_padding=True,
@@ -109,7 +109,7 @@ def _table(outcome: ZooOutcome) -> Table:
     for row in _rows(outcome):
         figures = row.figures or ("-",) * (len(outcome.eps) + 1)
         table.add_row(_model_cell(row), *figures, end_section=True)
-    return table
+    return keep_numbers(table, names=(), wrap=(0,))
 
 
 def _model_cell(row: _Row) -> Text:
