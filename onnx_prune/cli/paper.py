@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from onnx_prune.cli import files_under, write_json
 from onnx_prune.files import check_outputs
@@ -16,7 +17,7 @@ from onnx_prune.paper.fetch import default_cache
 from onnx_prune.paper.measure import Measured, Missing, Options, run_paper
 from onnx_prune.paper.networks import NETWORK_KEYS, NETWORKS, Network
 from onnx_prune.paper.report import format_result, format_settings, format_summary
-from onnx_prune.paper.subjects import CFG_DIR
+from onnx_prune.paper.subjects import CFG_DIR, failed_checks
 
 if TYPE_CHECKING:
     from onnx_prune.cli import Subparsers
@@ -63,7 +64,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     console.print(format_summary(results))
     if args.json:
         write_json(paper_document(results, random_weights=options.random_weights), args.json)
-    return 0
+    failed = failed_checks([result.subject for result in results if isinstance(result, Measured)])
+    for subject, check in failed:
+        console.print(
+            f"[bold red]CHECK FAILED:[/] {escape(subject.name)}: {escape(check.what)} gave "
+            f"{escape(check.found)}, expected {escape(check.expected)}: its figures are not to be "
+            "trusted (a converter bug, or not the package file expected)"
+        )
+    return 1 if failed else 0
 
 
 def add_parser(commands: Subparsers) -> None:
