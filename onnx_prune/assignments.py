@@ -196,6 +196,7 @@ class SessionEvaluator:
     labels: Labels | None
     budget: Budget
     batch_size: int
+    batch_name: str | None = None
     reports: dict[Split, AccuracyReport] = field(default_factory=dict)
     baselines: BaselineCache = field(default_factory=dict)
 
@@ -210,6 +211,7 @@ class SessionEvaluator:
             labels=self.labels,
             batch_size=self.batch_size,
             baselines=self.baselines,
+            batch_name=self.batch_name,
         )
         self.reports[split] = report
         return tuple(measure(self.budget, report, result) for result in report.results)

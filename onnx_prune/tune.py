@@ -395,7 +395,9 @@ def tune_model(
             loaded, scan.layers, pruned, samples.calibration, candidates,
             open_session=analysis_session,
         )  # fmt: skip
-        evaluator = SessionEvaluator(session, pruned, samples, loaded, labels, budget, size)
+        evaluator = SessionEvaluator(
+            session, pruned, samples, loaded, labels, budget, size, feeder.batch_name
+        )
         search = search_eps(evaluator, savings, candidates, budget)
         held_out = _held_out(evaluator, search, candidates, samples.count("holdout"))
     return _report(

@@ -116,3 +116,24 @@ def prunable_and_sensitive_model() -> onnx.ModelProto:
 def tune_samples(count: int = 10, seed: int = 3) -> np.ndarray:
     """Inputs for ``prunable_and_sensitive_model``: uniform in [-1, 1]."""
     return np.random.default_rng(seed).uniform(-1, 1, size=(count, 4, 4, 4)).astype(np.float32)
+
+
+def prunable_and_sensitive_map_model() -> onnx.ModelProto:
+    """``prunable_and_sensitive_model`` with a map output instead of class scores: r2 (small,
+    below 0.05) feeds a 1×1 conv3 whose output y[N,2,4,4] is the model's; pruning r2 leaves y
+    its bias only. r1 is prunable without any output change, as there."""
+    model = prunable_and_sensitive_model()
+    w3 = np.array([[[[300.0]], [[-200.0]], [[100.0]]], [[[-100.0]], [[250.0]], [[50.0]]]])
+    nodes = [node for node in model.graph.node if node.name in ("conv1", "relu1", "conv2", "relu2")]
+    nodes.append(helper.make_node("Conv", ["r2", "w3m", "b3m"], ["y"], name="conv3"))
+    initializers = [t for t in model.graph.initializer if t.name in ("w1", "b1", "w2")]
+    initializers += [
+        numpy_helper.from_array(w3.astype(np.float32), "w3m"),
+        numpy_helper.from_array(np.array([0.001, -0.001], np.float32), "b3m"),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 4, 4, 4])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 2, 4, 4])],
+        initializers,
+    )

@@ -14,7 +14,12 @@ from onnx_prune.assignments import Split, TensorSavings, is_held_out
 from onnx_prune.budget import Budget, Measured
 from onnx_prune.cli import main
 from onnx_prune.tune import search_eps
-from tests.builders import prunable_and_sensitive_model, save, tune_samples
+from tests.builders import (
+    prunable_and_sensitive_map_model,
+    prunable_and_sensitive_model,
+    save,
+    tune_samples,
+)
 
 
 @pytest.fixture
@@ -91,6 +96,21 @@ def test_the_map_through_accuracy_reproduces_the_measured_metric_exactly(
     assert 100 * (accuracy["baseline"]["top1"] - result["top1"]) == tuned["metric"]
     assert result["saved_fraction"] == tuned["saved_fraction"]
     assert result["kl"] == tuned["score"]
+
+
+def test_cosine_budget_serves_a_model_without_class_scores(
+    tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = save(prunable_and_sensitive_map_model(), tmp_path, "map_model.onnx")
+    document, eps_map, text = _tune(tmp_path, capsys, model, inputs, "--min-cosine", "0.999")
+    assert eps_map["metric"] == "cosine >= 0.999"
+    assert eps_map["eps"] == {"r1": 0.3, "r2": 0.0}
+    layers = {layer["tensor"]: layer for layer in document["sensitivity"]}  # type: ignore[attr-defined]
+    r2 = {point["eps"]: point for point in layers["r2"]["points"]}
+    assert r2[0.05]["within"] is False and r2[0.05]["metric"] < 0.999
+    calibration = document["splits"]["calibration"]["map"]  # type: ignore[index]
+    assert calibration["metric"] == pytest.approx(1.0, abs=1e-12)
+    assert "cosine" in text
 
 
 def test_holdout_is_deterministic_and_spread_evenly() -> None:
