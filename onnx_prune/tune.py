@@ -14,10 +14,13 @@
    candidate that saves most among those within the budget alone and with a score (KL, or
    1 − cosine) at most τ. The combined assignment is validated; the largest τ that passes is found
    by bisection over the sorted scores. Why not greedy with validation: that validates once per
-   layer added (50 runs over the split on EfficientNet-Lite0), bisection about log2 of the number
-   of scores (6 to 9), and a common threshold keeps the balance between layers that the single-
-   layer scores show. Sensitivities are not additive, so only validated assignments are kept; if
-   the best uniform ε saves more than the bisection's pick, that uniform assignment is kept.
+   layer added (up to 49 sweeps of the split on EfficientNet-Lite0), bisection one more than
+   log2 of the number of scores (8 on EfficientNet-Lite0, for 150 scores), and a common
+   threshold keeps the balance between layers that the single-layer scores show. Sensitivities
+   are not additive, so only validated assignments are kept; if the best uniform ε saves more
+   than the bisection's pick, that uniform assignment is kept. The bisection assumes that a
+   lower threshold is safer; where the combined metric is not monotone in τ it finds a passing
+   τ next to a failing one, not necessarily the largest passing one.
 5. **Held-out check**: the chosen map and the best uniform ε run on the held-out split.
 
 Everything is measured on one pruning session; ``Evaluator`` is the seam for other runners.

@@ -104,10 +104,11 @@ def format_comparison(report: TuneReport) -> Table:
         "on the pruned runs of each split; predicted (the same for both splits): each layer's "
         "own savings (analyze) and single-layer losses on the calibration split, added up"
     )
-    for header in ("assignment", "split", "samples", "saved %", "predicted saved %"):
-        table.add_column(header, justify="right" if header != "assignment" else "left")
-    table.add_column(report.budget.kind, justify="right")
-    table.add_column(f"predicted {report.budget.kind}", justify="right")
+    table.add_column("assignment", no_wrap=True)
+    for header in ("split", "samples", "saved %", "pred. saved %"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column(report.budget.kind, justify="right", no_wrap=True)
+    table.add_column(f"pred. {report.budget.kind}", justify="right", no_wrap=True)
     chosen = report.search.chosen
     rows = [
         (
