@@ -13,7 +13,10 @@ Figures printed (wall-clock seconds are context only; the ratios are the result)
    (numpy sum over 1 GiB) and the read-once floor it implies: plain + one read of the maps;
 3. the same on a compute-heavy VGG-style model built here (random weights);
 4. the whole ``onnx-prune analyze`` command vs a plain script, 512 images, interleaved;
-5. peak memory of ``onnx-prune analyze``, 256 images vs 8, per batch size (1, 8, 32).
+5. peak memory of ``onnx-prune analyze``, 256 images vs 8, per batch size (1, 8, 32);
+6. Dask (the ``dask`` extra): ``analyze --workers 2`` vs ``--workers 1`` over 512 images (whole
+   commands, cluster start included, interleaved), and the in-process synchronous Dask path vs
+   the plain one-piece path (``analyze_model`` in this process, interleaved).
 """
 
 from __future__ import annotations
@@ -526,6 +529,48 @@ def bench_tune(rounds: int = 2) -> dict[str, object]:
     }
 
 
+def bench_dask(folder: Path, rounds: int = 2, samples: int = 128) -> dict[str, object]:
+    """--workers 2 vs --workers 1 (512 images, whole commands), and the synchronous Dask path
+    vs the plain path in this process (each round builds its session afresh, like the plain
+    path: the per-process session cache is emptied)."""
+    from onnx_prune import shards
+    from onnx_prune.analysis import analyze_model
+    from onnx_prune.distributed import DaskRunner
+    from onnx_prune.feeds import SampleSource
+
+    images = image_folder(folder, 512)
+    command = [sys.executable, "-m", "onnx_prune", "analyze", "--images", str(images)]
+    one, two = [], []
+    for _ in range(rounds):
+        one.append(timed_command([*command, "--workers", "1", "--json", str(folder / "w1.json")]))
+        two.append(timed_command([*command, "--workers", "2", "--json", str(folder / "w2.json")]))
+    same = (folder / "w1.json").read_text() == (folder / "w2.json").read_text()
+    source = SampleSource(images=(images,), preset="efficientnet-lite", limit=samples)
+    plain_times, dask_times = [], []
+    runner = DaskRunner(client=None, shards=1)
+    for _ in range(rounds + 1):
+        plain_times.append(median_time(lambda: analyze_model(MODEL, source), 1))
+        shards._SESSIONS.clear()
+        dask_times.append(median_time(lambda: analyze_model(MODEL, source, runner=runner), 1))
+    overheads = [d / p - 1 for d, p in zip(dask_times, plain_times, strict=True)]
+    speedups = [a / b for a, b in zip(one, two, strict=True)]
+    return {
+        "workers_1_s": statistics.median(one),
+        "workers_2_s": statistics.median(two),
+        "speedup_2_vs_1": {
+            "median": statistics.median(speedups),
+            "low": min(speedups),
+            "high": max(speedups),
+        },
+        "json_identical": float(same),
+        f"synchronous_overhead_{samples}_samples": {
+            "median": statistics.median(overheads),
+            "low": min(overheads),
+            "high": max(overheads),
+        },
+    }
+
+
 def show(name: str, figures: Mapping[str, object]) -> None:
     """One line per figure group."""
     print(f"{name}:", flush=True)
@@ -565,6 +610,10 @@ def main() -> int:
                 "tune --min-agreement 1, EfficientNet-Lite0 over its photos, × one accuracy "
                 "sweep of the same 7 candidates",
                 lambda: bench_tune(rounds=1 if args.quick else 2),
+            ),
+            (
+                "dask: analyze --workers 2 vs --workers 1, 512 images; synchronous Dask vs plain",
+                lambda: bench_dask(folder, rounds=1 if args.quick else 2),
             ),
         ]
         for name, step in steps:

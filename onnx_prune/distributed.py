@@ -236,9 +236,12 @@ def _connect(address: str) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _local_cluster(workers: int) -> Iterator[Any]:
+    import dask
     from dask.distributed import Client, LocalCluster
 
+    # a task whose worker dies is run once more, like a task that raises (Dask's default: 3)
     with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
