@@ -190,6 +190,22 @@ def test_tensor_inputs_with_labels_by_sample_index(tmp_path: Path) -> None:
     assert [r.top1 for r in report.results] == [1.0, 1.0, pytest.approx(2 / 3)]
 
 
+def test_float64_tensors_are_cast_as_analyze_casts_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    colours = [COLOURS[name] for name in ("red.png", "green.png", "dim.png")]
+    np.save(tmp_path / "x32.npy", images_tensor(colours))
+    np.save(tmp_path / "x64.npy", images_tensor(colours).astype(np.float64))
+    loaded = load_model(save(classifier(batch=2), tmp_path))  # a fixed batch: 3 = 2 + 1 padded
+    reports = [
+        measure_accuracy(loaded, SampleSource(tensors=tmp_path / name), eps=EPS)
+        for name in ("x32.npy", "x64.npy")
+    ]
+    assert "one sample at a time" not in caplog.text
+    assert _numbers(reports[0]) == _numbers(reports[1])
+    assert [(r.samples, r.padded_samples) for r in reports] == [(3, 1), (3, 1)]
+
+
 # --- batches ------------------------------------------------------------------------------------
 
 
