@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,17 @@ from onnx_prune.accuracy import EpsSetting
 from onnx_prune.assignments import Split, TensorSavings, is_held_out
 from onnx_prune.budget import Budget, Measured
 from onnx_prune.cli import main
-from onnx_prune.tune import search_eps
+from onnx_prune.feeds import SampleSource
+from onnx_prune.load import load_model
+from onnx_prune.report.tune import format_tune
+from onnx_prune.tune import search_eps, tune_model
 from tests.builders import (
     prunable_and_sensitive_map_model,
     prunable_and_sensitive_model,
     save,
     tune_samples,
 )
+from tests.golden_util import assert_golden, render
 
 
 @pytest.fixture
@@ -183,3 +188,10 @@ def test_combined_assignment_out_of_budget_steps_back_by_bisection() -> None:
     ]
     assert [v.threshold for v in search.validations] == [0.3, 0.1, 0.15]
     assert [v.measured.within for v in search.validations] == [False, True, False]
+
+
+def test_report_text_is_golden(model: Path, inputs: Path) -> None:
+    loaded = load_model(model)
+    source = SampleSource(tensors=inputs)
+    report = tune_model(loaded, source, budget=Budget("agreement", 1.0))
+    assert_golden(render(format_tune(replace(report, model="model.onnx"))), "tune_tiny.txt")

@@ -155,11 +155,12 @@ def _share(measured: Measured | None) -> str:
 def format_runs(report: TuneReport) -> Text:
     """How many model runs the search took."""
     runs = report.runs
+    validated = len(report.search.validations)
     return Text(
         f"model runs: {runs.runs} session runs over {runs.rows} sample rows on the pruning "
         f"session, plus {runs.analysis_runs} run{'s' * (runs.analysis_runs != 1)} "
         f"({runs.analysis_rows} rows) of analyze's probed model for the savings; "
-        f"{len(report.search.validations)} combined assignments validated"
+        f"{validated} combined assignment{'s' * (validated != 1)} validated"
     )
 
 
