@@ -322,3 +322,19 @@ def test_analyze_feeds_the_voice_activity_model_from_the_command_line(
     assert main([*arguments, "--batch-axis", "state=1", "--batch-size", "2"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert (document["samples"], document["padded_samples"]) == (3, 0)
+
+
+def test_a_batch_axis_for_one_model_of_the_zoo_leaves_the_others_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for folder in ("zoo", "inputs"):
+        (tmp_path / folder).mkdir()
+    save(vad_model(), tmp_path / "zoo", "vad.onnx")
+    save(conv_relu_model(conv_weight()), tmp_path / "zoo", "conv.onnx")
+    vad_inputs(tmp_path / "inputs" / "vad.npz", samples=3)
+    np.save(tmp_path / "inputs" / "conv.npy", np.ones((2, 3, 8, 8), np.float32))
+    arguments = ["zoo", str(tmp_path / "zoo"), "--inputs-dir", str(tmp_path / "inputs")]
+    assert main([*arguments, "--batch-axis", "state=1", "--json", str(tmp_path / "z.json")]) == 0
+    models = json.loads((tmp_path / "z.json").read_text())["models"]
+    assert [(m["model"], m["status"]) for m in models] == [("conv.onnx", "ok"), ("vad.onnx", "ok")]
+    capsys.readouterr()
