@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,18 +240,19 @@ def _local_cluster(workers: int) -> Iterator[Any]:
     import dask
     from dask.distributed import Client, LocalCluster
 
-    # a task whose worker dies is run once more, like a task that raises (Dask's default: 3)
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-        LocalCluster(
+    # a task whose worker dies is run once more, like a task that raises (Dask's default: 3);
+    # a scheduler whose HTTP port is taken warns and takes another: nothing to tell the user
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = LocalCluster(
+            host="127.0.0.1",
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
             silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+        )
+    with cluster, Client(cluster) as client:
         yield client
 
 
