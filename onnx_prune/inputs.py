@@ -396,7 +396,7 @@ class _ArrayHeader:
 
 
 class _NumpyReads(ValueError):
-    """An .npy version (3.0 has a UTF-8 header) that numpy reads whole, checking it itself."""
+    """A checked .npy 3.0 header (it may hold UTF-8): numpy reads such an array whole."""
 
 
 def _read_header(file: IO[bytes], available: int, *, start: int = 0) -> _ArrayHeader:
@@ -409,10 +409,10 @@ def _read_header(file: IO[bytes], available: int, *, start: int = 0) -> _ArrayHe
     version = np.lib.format.read_magic(file)
     if version == (1, 0):
         shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
-    elif version == (2, 0):
+    elif version in ((2, 0), (3, 0)):  # 3.0 differs only in allowing UTF-8 in the header
         shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
     else:
-        raise _NumpyReads(f".npy format version {version} is left to numpy")
+        raise ValueError(f".npy format version {version} is not known")
     if any(dim < 0 for dim in shape):
         raise ValueError(f"the header's shape {shape} has a negative dimension")
     if dtype.hasobject:
@@ -425,6 +425,8 @@ def _read_header(file: IO[bytes], available: int, *, start: int = 0) -> _ArrayHe
             f"the header's shape {header.shape} needs {needed} bytes of data, the file holds "
             f"{max(available - header.offset, 0)}"
         )
+    if version == (3, 0):
+        raise _NumpyReads("a checked 3.0 header: numpy reads the array whole")
     return header
 
 

@@ -297,9 +297,15 @@ def _safe_location(location: str, tensor_name: str, folder: Path) -> Path:
     return file
 
 
-_SUB_BYTE_TYPES = frozenset(
+_PACKED_BITS = {
+    getattr(TensorProto, name): bits
+    for name, bits in (("INT2", 2), ("UINT2", 2), ("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4))
+    if hasattr(TensorProto, name)
+}
+"""Element types stored several to a byte (in raw_data, and in int32_data one byte each)."""
+_UNCHECKED_TYPES = frozenset(
     getattr(TensorProto, name)
-    for name in ("INT2", "UINT2", "INT4", "UINT4", "FLOAT4E2M1", "FLOAT6E2M3", "FLOAT6E3M2")
+    for name in ("FLOAT6E2M3", "FLOAT6E3M2")
     if hasattr(TensorProto, name)
 )
 _COMPLEX_TYPES = frozenset({TensorProto.COMPLEX64, TensorProto.COMPLEX128})
@@ -318,17 +324,20 @@ def _check_tensor_data(loaded: LoadedModel, tensor: TensorProto) -> None:
     if any(dim < 0 for dim in tensor.dims):
         raise _header_error(tensor, "has a negative dimension")
     count = math.prod(tensor.dims)
-    if tensor.data_type in _SUB_BYTE_TYPES:
-        return  # packed several to a byte, in layouts that differ by type
+    if tensor.data_type in _UNCHECKED_TYPES:
+        return  # tensor_to_array turns any mismatch into a ModelLoadError
+    bits = _PACKED_BITS.get(tensor.data_type)
+    stored = -(-count * bits // 8) if bits else count * dtype.itemsize
     if tensor.data_location == TensorProto.EXTERNAL:
-        _check_external_bytes(loaded, tensor, count * dtype.itemsize)
+        _check_external_bytes(loaded, tensor, stored)
     elif tensor.HasField("raw_data"):
-        _check_raw_bytes(loaded, tensor, count * dtype.itemsize)
+        _check_raw_bytes(loaded, tensor, stored)
     elif tensor.data_type != TensorProto.STRING or tensor.string_data:
-        per_value = 2 if tensor.data_type in _COMPLEX_TYPES else 1
+        values = -(-count * bits // 8) if bits else count
+        values *= 2 if tensor.data_type in _COMPLEX_TYPES else 1
         found = len(getattr(tensor, helper.tensor_dtype_to_field(tensor.data_type)))
-        if found != count * per_value:
-            raise _header_error(tensor, f"holds {found} values where its dims need {count}")
+        if found != values:
+            raise _header_error(tensor, f"holds {found} values where its dims need {values}")
 
 
 def _check_external_bytes(loaded: LoadedModel, tensor: TensorProto, expected: int) -> None:
@@ -377,13 +386,21 @@ def tensor_to_array(loaded: LoadedModel, tensor: TensorProto) -> np.ndarray:
     if span is None:
         if external:
             raise ModelLoadError(f"tensor '{tensor.name}' is stored externally in a form not read")
-        return onnx.numpy_helper.to_array(tensor)
+        return _proto_values(tensor)
     count = math.prod(tensor.dims)
     if count == 0:
         return np.zeros(tuple(tensor.dims), dtype)
     if not external and span.length != count * dtype.itemsize:
-        return onnx.numpy_helper.to_array(tensor)  # not the raw_data this name pointed at
+        return _proto_values(tensor)  # not the raw_data this name pointed at
     with span.file.open("rb") as handle:
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     values = np.frombuffer(mapped, dtype=dtype.newbyteorder("<"), count=count, offset=span.offset)
     return values.reshape(tuple(tensor.dims))
+
+
+def _proto_values(tensor: TensorProto) -> np.ndarray:
+    """onnx's own reading of a tensor; any disagreement it finds names the tensor."""
+    try:
+        return onnx.numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, KeyError, OverflowError, MemoryError) as error:
+        raise _header_error(tensor, f"cannot be read ({first_line(error)})") from None

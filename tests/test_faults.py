@@ -672,6 +672,16 @@ TENSOR_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
         "needs 844424930131968 bytes",
     ),
     ("no member for the input", lambda d: _zip(d, "notes.txt", b"hi"), "has no key 'x'"),
+    (
+        "3.0 header of 2^40 samples",
+        lambda d: _write(d / "t.npy", npy_header("(1099511627776, 3)", version=b"\x03\x00")),
+        "needs 13194139533312 bytes",
+    ),
+    (
+        "3.0 member of 2^40 samples",
+        lambda d: _zip(d, "x.npy", npy_header("(1099511627776, 3)", version=b"\x03\x00")),
+        "needs 13194139533312 bytes",
+    ),
 ]
 
 
