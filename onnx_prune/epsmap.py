@@ -17,7 +17,7 @@ from typing import Any
 
 from onnx_prune.bandwidth import GRANULARITIES, BandwidthReport, Granularity, LayerLoad
 from onnx_prune.errors import InputDataError
-from onnx_prune.files import write_text
+from onnx_prune.files import open_regular, write_text
 from onnx_prune.jsondoc import SCHEMA_VERSION, dumps, eps_map_document
 
 
@@ -38,10 +38,11 @@ class EpsMap:
 def read_eps_map(path: Path) -> EpsMap:
     """Read and check an ε map file; InputDataError says what is wrong with it."""
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open_regular(Path(path)) as file:
+            document = json.loads(file.read().decode("utf-8"))
     except OSError as error:
-        raise InputDataError(f"cannot read the ε map {path}: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputDataError(f"cannot read the ε map {path}: {error.strerror or error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise InputDataError(
             f"the ε map {path} is not JSON ({error}): write it with tune"
         ) from None

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from onnx_prune.errors import InputDataError
+from onnx_prune.files import open_regular
 from onnx_prune.inputs import PRESETS
 
 if sys.version_info >= (3, 11):
@@ -91,10 +92,11 @@ def read_zoo_config(path: Path, *, root: Path | None = None) -> ZooConfig:
     """Parse ``path``; patterns are relative to ``root`` (default: the file's folder), and so
     are the ``images`` and ``inputs`` paths."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path) as file:
+            document = tomllib.loads(file.read().decode("utf-8"))
     except FileNotFoundError:
         raise ZooConfigError(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+    except (OSError, UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as error:
         raise ZooConfigError(f"cannot read {path}: {error}: fix the TOML") from None
     folder = path.parent
     tables = []

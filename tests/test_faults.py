@@ -110,6 +110,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "link.onnx").symlink_to("model.onnx")
     os.link(tmp_path / "model.onnx", tmp_path / "hard.onnx")
     _darknet_pair(tmp_path)
+    (tmp_path / "map.json").write_text('{"schema_version": 1, "eps": {"x": 0.1}}\n')
+    (tmp_path / "zoo" / "onnx-prune.toml").write_text('["z.onnx"]\npreset = "imagenet"\n')
+    (tmp_path / "cfg.toml").write_text('["z.onnx"]\nimages = "images"\n')
     return tmp_path
 
 
@@ -154,6 +157,10 @@ COLLISIONS = [
     ("analyze model.onnx --inputs x.npy --json out.png --plot out.png", "both write out.png"),
     ("zoo zoo --inputs-dir zin --json same.md --markdown same.md", "both write same.md"),
     ("zoo zoo --inputs-dir zin --json - --markdown -", "both want standard output"),
+    ("analyze model.onnx --inputs x.npy --eps-map map.json --json map.json", "is the input"),
+    ("zoo zoo --inputs-dir zin --json zoo/onnx-prune.toml", "is the input file"),
+    ("zoo zoo --inputs-dir zin --config cfg.toml --json cfg.toml", "is the input file"),
+    ("zoo zoo --inputs-dir zin --config cfg.toml --json images/b.png", "is the input file"),
 ]
 
 
@@ -383,6 +390,8 @@ FIFO_INPUTS = [
     ("zoo zoo --inputs-dir zin --baseline fifo.json", "fifo.json is not a regular file"),
     ("darknet net.cfg fifo.weights -o out.onnx", "fifo.weights is not a regular file"),
     ("darknet fifo.cfg net.weights -o out.onnx", "fifo.cfg is not a regular file"),
+    ("analyze model.onnx --inputs x.npy --eps-map fifo.json", "cannot read the ε map fifo.json"),
+    ("zoo zoo --inputs-dir zin --config fifo.cfg", "fifo.cfg is not a regular file"),
     ("weights fifo-ext.onnx", "is not a regular file"),
 ]
 
@@ -737,6 +746,29 @@ def test_a_hostile_baseline_is_one_line(
     outcome = run_cli(capsys, "zoo", "zoo", "--inputs-dir", "zin", "--baseline", "hostile.json")
     assert_refused(outcome, message)
     assert snapshot(world) == before
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_infinite_feature_maps_are_refused_not_counted(
+    world: Path, capsys: pytest.CaptureFixture[str], value: float
+) -> None:
+    samples = np.ones((2, 3, 8, 8), np.float32)
+    samples[1, 0, 4, 4] = value
+    np.save(world / "bad.npy", samples)
+    before = snapshot(world)
+    outcome = run_cli(capsys, "analyze", "model.onnx", "--inputs", "bad.npy")
+    assert_refused(outcome, "NaN or infinite")
+    assert snapshot(world) == before
+
+
+def test_a_deeply_nested_eps_map_is_one_line(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (world / "nested.json").write_text("[" * 100_000)
+    outcome = run_cli(
+        capsys, "analyze", "model.onnx", "--inputs", "x.npy", "--eps-map", "nested.json"
+    )
+    assert_refused(outcome, "the ε map nested.json is not JSON")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,13 +84,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     """``onnx-prune zoo``."""
     providers = providers_from(args)
     models = find_models(args.paths)
-    _check_outputs(args, models)
+    config = find_zoo_config(args.paths, args.config)
+    _check_outputs(args, models, config)
     eps = zoo_eps(args.eps)
     baseline = read_baseline(args.baseline) if args.baseline else None
     if baseline is not None:
         check_baseline_eps(baseline, eps)
     quiet = "-" in (args.json, args.markdown)
-    config = find_zoo_config(args.paths, args.config)
     images = _images(args)
     if config is not None and not quiet:
         _print_unmatched(config, models, console)
@@ -121,7 +121,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0 if outcome.passed else 1
 
 
-def _check_outputs(args: argparse.Namespace, models: tuple[ZooModel, ...]) -> None:
+def _check_outputs(
+    args: argparse.Namespace, models: tuple[ZooModel, ...], config: ZooConfig | None
+) -> None:
     """Refuse output paths that cannot be written, or that name an input, before models run."""
     if args.json == "-" and args.markdown == "-":
         raise OutputPathError("--json - and --markdown - both want standard output: give a file")
@@ -132,6 +134,12 @@ def _check_outputs(args: argparse.Namespace, models: tuple[ZooModel, ...]) -> No
         yield from (args.baseline,) if args.baseline is not None else ()
         yield from files_under((args.images or DEFAULT_IMAGES,))
         yield from files_under((args.inputs_dir,) if args.inputs_dir is not None else ())
+        if config is not None:
+            yield config.path
+            for _pattern, values in config.tables:
+                tensors = values.get("inputs")
+                yield from files_under(values.get("images", ()))
+                yield from (tensors,) if tensors is not None else ()
 
     outputs = [
         ("--json", args.json),
