@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from onnx_prune.darknet.layers import ConnectedLayer, ConvolutionalLayer, DarknetNetwork, Layer
 from onnx_prune.errors import ConversionError
-from onnx_prune.files import NotRegularFileError, open_regular
+from onnx_prune.files import NotRegularFileError, open_regular, replacing
 
 FloatArray = npt.NDArray[np.float32]
 LayerArrays = dict[str, FloatArray]
@@ -195,13 +195,8 @@ def _shaped(block: Block, values: FloatArray, header: Header) -> FloatArray:
 
 def write_weights(out_path: Path, network: DarknetNetwork, parameters: Parameters) -> None:
     """Write ``parameters`` as a version 0.2 weights file with :data:`RANDOM_REVISION`."""
-    try:
-        with Path(out_path).open("wb") as file:
-            np.array([0, 2, RANDOM_REVISION], "<i4").tofile(file)
-            np.array([0], "<i8").tofile(file)
-            for block in all_blocks(network):
-                parameters[block.layer.index][block.name].astype("<f4", copy=False).tofile(file)
-    except OSError as error:
-        raise ConversionError(
-            f"{out_path}: cannot write the weights file: {error.strerror}"
-        ) from None
+    with replacing(Path(out_path)) as temporary, temporary.open("wb") as file:
+        np.array([0, 2, RANDOM_REVISION], "<i4").tofile(file)
+        np.array([0], "<i8").tofile(file)
+        for block in all_blocks(network):
+            parameters[block.layer.index][block.name].astype("<f4", copy=False).tofile(file)
