@@ -22,6 +22,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 _INFINITY_BITS = 0x7F800000
+_GROUP_ELEMENTS = 4096  # 16 KB of float32: the scratch stays in L1 while every ε scans it
 
 numba: Any
 try:  # numba is an optional extra: pip install 'onnx-prune[fast]'
@@ -102,63 +103,103 @@ def _count_planes(
     zero_tiles: Any,
     tile_saved: Any,
 ) -> int:  # pragma: no cover - compiled by numba; checked against numpy in the tests
-    """The kernel: one plane at a time, read once into a cache-resident scratch of |x|.
+    """The kernel: a group of whole planes at a time (about 16 KB, or one plane when larger),
+    read once into a cache-resident scratch of |x| that every ε then scans.
 
-    Each step is a plain loop over a contiguous slice, the form LLVM vectorises.
+    Each step is a plain loop over a contiguous slice, the form LLVM vectorises; small planes
+    (7×7, or rank-2 maps, whose every value is a plane) are grouped so that no per-plane
+    overhead dominates.
     """
     samples, channels, height, width = bits.shape
     plane_size = height * width
     flat = bits.reshape(samples * channels * plane_size)
-    rows = (height + tile_h - 1) // tile_h
-    cols = (width + tile_w - 1) // tile_w
-    magnitude = np.empty(plane_size, np.int32)
+    tiles = ((height + tile_h - 1) // tile_h) * ((width + tile_w - 1) // tile_w)
+    group = max(1, min(channels, _GROUP_ELEMENTS // plane_size))
+    magnitude = np.empty(group * plane_size, np.int32)
     column_max = np.empty(width, np.int32)
-    tile_max = np.empty(rows * cols, np.int32)
-    tile_size = _tile_sizes(height, width, tile_h, tile_w)
+    tile_max = np.empty(group * tiles, np.int32)
+    plane_max = np.empty(group, np.int32)
+    one_plane = _tile_sizes(height, width, tile_h, tile_w)
+    tile_size = np.empty(group * tiles, np.int64)
+    for index in range(group):
+        tile_size[index * tiles : (index + 1) * tiles] = one_plane
     sign_off = np.int32(0x7FFFFFFF)
     largest = np.int32(0)
-    for plane in range(samples * channels):
-        source = flat[plane * plane_size : (plane + 1) * plane_size]
-        for index in range(plane_size):
-            magnitude[index] = source[index] & sign_off
-        _tile_maxima(magnitude, width, tile_h, tile_w, column_max, tile_max)
-        plane_max = tile_max[0]
-        for index in range(1, rows * cols):
-            plane_max = max(plane_max, tile_max[index])
-        largest = max(largest, plane_max)
-        sample = plane // channels
-        for k in range(bounds.size):
-            bound = bounds[k]
-            within = np.int32(0)
-            for index in range(plane_size):
-                within += np.int32(magnitude[index] <= bound)
-            zeros[sample, k] += within
-            if plane_max <= bound:
-                zero_channels[sample, k] += 1
-            for index in range(rows * cols):
-                if tile_max[index] <= bound:
-                    zero_tiles[k] += 1
-                    tile_saved[k] += tile_size[index]
+    for sample in range(samples):
+        for first in range(0, channels, group):
+            planes = min(group, channels - first)
+            size = planes * plane_size
+            start = (sample * channels + first) * plane_size
+            source = flat[start : start + size]
+            for index in range(size):
+                magnitude[index] = source[index] & sign_off
+            for member in range(planes):
+                if tiles == 1:
+                    tile_max[member] = _largest(magnitude, member * plane_size, plane_size)
+                else:
+                    _tile_maxima(
+                        magnitude, member * plane_size, height, width, tile_h, tile_w,
+                        column_max, tile_max, member * tiles,
+                    )  # fmt: skip
+                best = tile_max[member * tiles]
+                for index in range(member * tiles + 1, (member + 1) * tiles):
+                    best = max(best, tile_max[index])
+                plane_max[member] = best
+                largest = max(largest, best)
+            for k in range(bounds.size):
+                bound = bounds[k]
+                within = np.int32(0)
+                for index in range(size):
+                    within += np.int32(magnitude[index] <= bound)
+                zeros[sample, k] += within
+                empty = np.int32(0)
+                for member in range(planes):
+                    empty += np.int32(plane_max[member] <= bound)
+                zero_channels[sample, k] += empty
+                skipped = np.int64(0)
+                saved = np.int64(0)
+                for index in range(planes * tiles):
+                    hit = tile_max[index] <= bound
+                    skipped += np.int64(hit)
+                    saved += tile_size[index] if hit else np.int64(0)
+                zero_tiles[k] += skipped
+                tile_saved[k] += saved
     return int(largest)
 
 
+def _largest(values: Any, start: int, count: int) -> Any:  # pragma: no cover - numba
+    """The largest of ``values[start : start + count]``."""
+    best = values[start]
+    for index in range(start + 1, start + count):
+        best = max(best, values[index])
+    return best
+
+
 def _tile_maxima(
-    magnitude: Any, width: int, tile_h: int, tile_w: int, column_max: Any, tile_max: Any
+    magnitude: Any,
+    start: int,
+    height: int,
+    width: int,
+    tile_h: int,
+    tile_w: int,
+    column_max: Any,
+    tile_max: Any,
+    tile_start: int,
 ) -> None:  # pragma: no cover - compiled by numba
-    """Per tile, the largest |x| of one plane: column maxima over a band of rows, then tiles."""
-    height = magnitude.size // width
+    """Per tile, the largest |x| of the plane at ``magnitude[start:]``: column maxima over a
+    band of rows, then tiles. Indexes only (no slices: each would cost a reference count)."""
     cols = (width + tile_w - 1) // tile_w
     for band, top in enumerate(range(0, height, tile_h)):
-        column_max[:] = 0
-        for y in range(top, min(height, top + tile_h)):
-            line = magnitude[y * width : (y + 1) * width]
+        for x in range(width):
+            column_max[x] = magnitude[start + top * width + x]
+        for y in range(top + 1, min(height, top + tile_h)):
+            row = start + y * width
             for x in range(width):
-                column_max[x] = max(column_max[x], line[x])
+                column_max[x] = max(column_max[x], magnitude[row + x])
         for col in range(cols):
-            best = column_max[col * tile_w]
-            for x in range(col * tile_w + 1, min(width, (col + 1) * tile_w)):
-                best = max(best, column_max[x])
-            tile_max[band * cols + col] = best
+            tile_max[tile_start + band * cols + col] = _largest(
+                column_max, col * tile_w, min(tile_w, width - col * tile_w)
+            )
 
 
 def _tile_sizes(
@@ -181,6 +222,7 @@ def _compile(function: Any) -> Any:
 
 
 if numba is not None:
+    _largest = _compile(_largest)
     _tile_maxima = _compile(_tile_maxima)
     _tile_sizes = _compile(_tile_sizes)
 
