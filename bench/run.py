@@ -14,7 +14,7 @@ Figures printed (wall-clock seconds are context only; the ratios are the result)
    of the maps;
 3. the same on a compute-heavy VGG-style model built here (random weights);
 4. the whole ``onnx-prune analyze`` command vs a plain script, 512 images, interleaved;
-5. peak memory of ``onnx-prune analyze``, 256 images vs 8, per batch size (1, 8, 32);
+5. peak memory of ``onnx-prune analyze``, 256 images vs 8 and vs 64, per batch size (1, 8, 32);
 6. Dask (the ``dask`` extra): ``analyze --workers 2`` vs ``--workers 1`` over 512 images (whole
    commands, cluster start included, interleaved), and the in-process synchronous Dask path vs
    the plain one-piece path (``analyze_model`` in this process, interleaved).
@@ -473,16 +473,15 @@ def peak_memory_kb(images: Path, limit: int, batch: int, folder: Path) -> int:
 
 
 def bench_memory(folder: Path) -> dict[str, object]:
-    """Per batch size, peak memory with 256 images as a ratio of peak memory with 8."""
+    """Per batch size, peak memory with 256 images as a ratio of peak memory with 8 and 64."""
     images = image_folder(folder, 256)
     figures: dict[str, object] = {}
     for batch in (1, 8, 32):
-        small = peak_memory_kb(images, 8, batch, folder)
-        large = peak_memory_kb(images, 256, batch, folder)
+        peaks = {limit: peak_memory_kb(images, limit, batch, folder) for limit in (8, 64, 256)}
         figures[f"batch {batch}"] = {
-            "peak_mb_8": small / 1024,
-            "peak_mb_256": large / 1024,
-            "peak_256_over_8": large / small,
+            **{f"peak_mb_{limit}": peak / 1024 for limit, peak in peaks.items()},
+            "peak_256_over_8": peaks[256] / peaks[8],
+            "peak_256_over_64": peaks[256] / peaks[64],
         }
     return figures
 

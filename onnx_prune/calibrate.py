@@ -209,7 +209,7 @@ def _run_batch(
         rows = [session.run(outputs, batch.sample(row)) for row in range(batch.rows)]
         return [_join(parts) for parts in zip(*rows, strict=True)]
 
-    arrays = splitter.run(batch.rows, lambda: runner.run(batch.arrays), one_by_one)
+    arrays = splitter.run(batch.rows, lambda: runner.run(batch), one_by_one)
     if not batch.padding:
         return arrays
     return [array[: batch.size] if array.ndim else array for array in arrays]

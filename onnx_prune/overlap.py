@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.inputs import Batch
 from onnx_prune.runtime import Session
 
 logger = logging.getLogger(__name__)
@@ -43,9 +44,11 @@ _SETS = 2
 class BoundRunner:
     """Runs ``outputs`` of a session into two buffer sets used in turn.
 
-    The first batch of each input shape runs plainly (its outputs tell the buffers' shapes);
-    the following ones write into the buffers. A bound run that fails is retried plainly and
-    binding is given up, so a real error surfaces as onnxruntime's own.
+    Before the first batch of each sample shape, one sample runs plainly: its outputs tell the
+    buffers' per-sample shapes, and both sets are allocated at once for the batch, so memory is
+    at its steady level from the first batch on (smaller batches write into the sets' leading
+    rows). Outputs that do not hold samples on axis 0, a model that takes no single sample, or
+    a bound run that fails: plain runs from then on, so a real error surfaces as onnxruntime's.
     """
 
     def __init__(self, session: Session, outputs: Sequence[str]) -> None:
@@ -56,15 +59,14 @@ class BoundRunner:
         self._sets: list[list[np.ndarray]] = []
         self._turn = 0
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """The outputs for ``feeds``, in the order of ``outputs``."""
-        key = tuple((name, array.shape, array.dtype.str) for name, array in feeds.items())
-        if not self._binding or key != self._key:
-            arrays = self._session.run(self._outputs, feeds)
-            if self._binding:
-                self._start_sets(key, arrays)
-            return arrays
-        buffers = self._sets[self._turn]
+    def run(self, batch: Batch) -> list[np.ndarray]:
+        """The outputs for ``batch``'s feeds, in the order of ``outputs``."""
+        feeds = batch.arrays
+        if self._binding and not self._ready(batch):
+            self._binding = self._allocate(batch)
+        if not self._binding:
+            return self._session.run(self._outputs, feeds)
+        buffers = [array[: batch.rows] for array in self._sets[self._turn]]
         self._turn = (self._turn + 1) % _SETS
         try:
             self._bound(buffers, feeds)
@@ -74,18 +76,38 @@ class BoundRunner:
             return self._session.run(self._outputs, feeds)
         return buffers
 
-    def _start_sets(self, key: tuple[object, ...], arrays: list[np.ndarray]) -> None:
-        """The plain run's own arrays become the first set (one set less in memory); the next
-        run writes the second."""
-        reusable = all(a.flags.writeable and a.flags.c_contiguous for a in arrays)
-        first = arrays if reusable else [np.empty_like(a) for a in arrays]
-        self._key = key
-        self._sets = [first] + [[np.empty_like(a) for a in arrays] for _ in range(_SETS - 1)]
-        self._turn = 1
+    def _ready(self, batch: Batch) -> bool:
+        return self._key == _sample_key(batch) and len(self._sets[0][0]) >= batch.rows
+
+    def _allocate(self, batch: Batch) -> bool:
+        """Both buffer sets for ``batch``, shaped after one sample's outputs; False: cannot."""
+        self._sets = []
+        try:
+            single = self._session.run(self._outputs, batch.sample(0))
+        except UnsupportedModelError:
+            return False  # e.g. a batch fixed inside the model: the plain run will tell
+        if any(array.ndim == 0 or len(array) != 1 for array in single):
+            return False
+        self._key = _sample_key(batch)
+        self._sets = [
+            [np.empty((batch.rows, *a.shape[1:]), a.dtype) for a in single] for _ in range(_SETS)
+        ]
+        return True
 
     def _bound(self, buffers: list[np.ndarray], feeds: Mapping[str, np.ndarray]) -> None:
         assert isinstance(self._session, BindingSession)
         self._session.run_into(dict(zip(self._outputs, buffers, strict=True)), feeds)
+
+
+def _sample_key(batch: Batch) -> tuple[object, ...]:
+    """What fixes the outputs' per-sample shapes: each input's dtype and shape off its batch
+    axis."""
+    key: list[object] = []
+    for name, array in batch.arrays.items():
+        axis = batch.axis(name)
+        shape = array.shape if axis is None else array.shape[:axis] + array.shape[axis + 1 :]
+        key.append((name, array.dtype.str, shape, axis))
+    return tuple(key)
 
 
 def overlapped(
