@@ -186,7 +186,7 @@ def bound_outputs_method(loaded: LoadedModel, layers: tuple[ComputeLayer, ...]) 
 
     def run(batches: list[Batch]) -> None:
         for batch in batches:
-            runner.run(batch.arrays)
+            runner.run(batch)
 
     return run
 
