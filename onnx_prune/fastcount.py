@@ -22,7 +22,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 _INFINITY_BITS = 0x7F800000
-_GROUP_ELEMENTS = 4096  # 16 KB of float32: the scratch stays in L1 while every ε scans it
+_GROUP_ELEMENTS = 4096  # 16 KB of float32: small planes are grouped up to this size
+_BLOCK_ELEMENTS = 2048  # 8 KB: every ε scans a block while it is in L1
 
 numba: Any
 try:  # numba is an optional extra: pip install 'onnx-prune[fast]'
@@ -104,7 +105,8 @@ def _count_planes(
     tile_saved: Any,
 ) -> int:  # pragma: no cover - compiled by numba; checked against numpy in the tests
     """The kernel: a group of whole planes at a time (about 16 KB, or one plane when larger),
-    read once into a cache-resident scratch of |x| that every ε then scans.
+    read once, block by block, into a cache-resident scratch of |x|; every ε scans each block
+    while it is in L1, then the tile maxima are taken from the scratch.
 
     Each step is a plain loop over a contiguous slice, the form LLVM vectorises; small planes
     (7×7, or rank-2 maps, whose every value is a plane) are grouped so that no per-plane
@@ -123,7 +125,7 @@ def _count_planes(
     tile_size = np.empty(group * tiles, np.int64)
     for index in range(group):
         tile_size[index * tiles : (index + 1) * tiles] = one_plane
-    sign_off = np.int32(0x7FFFFFFF)
+    within = np.zeros(bounds.size, np.int64)
     largest = np.int32(0)
     for sample in range(samples):
         for first in range(0, channels, group):
@@ -131,15 +133,20 @@ def _count_planes(
             size = planes * plane_size
             start = (sample * channels + first) * plane_size
             source = flat[start : start + size]
-            for index in range(size):
-                magnitude[index] = source[index] & sign_off
+            within[:] = 0
+            for block in range(0, size, _BLOCK_ELEMENTS):
+                end = min(size, block + _BLOCK_ELEMENTS)
+                _magnitude_block(source[block:end], magnitude[block:end], bounds, within)
             for member in range(planes):
-                if tiles == 1:
-                    tile_max[member] = _largest(magnitude, member * plane_size, plane_size)
+                if plane_size == 1:
+                    tile_max[member] = magnitude[member]
+                elif tiles == 1:
+                    tile_max[member] = _largest(magnitude[member * plane_size :], plane_size)
                 else:
                     _tile_maxima(
-                        magnitude, member * plane_size, height, width, tile_h, tile_w,
-                        column_max, tile_max, member * tiles,
+                        magnitude[member * plane_size : (member + 1) * plane_size],
+                        width, tile_h, tile_w, column_max,
+                        tile_max[member * tiles : (member + 1) * tiles],
                     )  # fmt: skip
                 best = tile_max[member * tiles]
                 for index in range(member * tiles + 1, (member + 1) * tiles):
@@ -148,10 +155,7 @@ def _count_planes(
                 largest = max(largest, best)
             for k in range(bounds.size):
                 bound = bounds[k]
-                within = np.int32(0)
-                for index in range(size):
-                    within += np.int32(magnitude[index] <= bound)
-                zeros[sample, k] += within
+                zeros[sample, k] += within[k]
                 empty = np.int32(0)
                 for member in range(planes):
                     empty += np.int32(plane_max[member] <= bound)
@@ -167,39 +171,49 @@ def _count_planes(
     return int(largest)
 
 
-def _largest(values: Any, start: int, count: int) -> Any:  # pragma: no cover - numba
-    """The largest of ``values[start : start + count]``."""
-    best = values[start]
-    for index in range(start + 1, start + count):
+def _magnitude_block(
+    source: Any, magnitude: Any, bounds: Any, within: Any
+) -> None:  # pragma: no cover - compiled by numba
+    """|x| of one block into the scratch, and its values within each ε (the block in L1).
+
+    Slices indexed from 0: LLVM then knows no index is negative and vectorises."""
+    sign_off = np.int32(0x7FFFFFFF)
+    for index in range(source.size):
+        magnitude[index] = source[index] & sign_off
+    for k in range(bounds.size):
+        bound = bounds[k]
+        found = 0
+        for index in range(magnitude.size):
+            if magnitude[index] <= bound:  # LLVM turns this into a vector select
+                found += 1
+        within[k] += found
+
+
+def _largest(values: Any, count: int) -> Any:  # pragma: no cover - compiled by numba
+    """The largest of ``values[:count]``."""
+    best = values[0]
+    for index in range(1, count):
         best = max(best, values[index])
     return best
 
 
 def _tile_maxima(
-    magnitude: Any,
-    start: int,
-    height: int,
-    width: int,
-    tile_h: int,
-    tile_w: int,
-    column_max: Any,
-    tile_max: Any,
-    tile_start: int,
+    plane: Any, width: int, tile_h: int, tile_w: int, column_max: Any, tile_max: Any
 ) -> None:  # pragma: no cover - compiled by numba
-    """Per tile, the largest |x| of the plane at ``magnitude[start:]``: column maxima over a
-    band of rows, then tiles. Indexes only (no slices: each would cost a reference count)."""
+    """Per tile, the largest |x| of one plane: column maxima over a band of rows, then tiles.
+
+    Rows are slices indexed from 0, so that LLVM knows no index is negative and vectorises."""
+    height = plane.size // width
     cols = (width + tile_w - 1) // tile_w
     for band, top in enumerate(range(0, height, tile_h)):
-        for x in range(width):
-            column_max[x] = magnitude[start + top * width + x]
+        column_max[:width] = plane[top * width : (top + 1) * width]
         for y in range(top + 1, min(height, top + tile_h)):
-            row = start + y * width
+            line = plane[y * width : (y + 1) * width]
             for x in range(width):
-                column_max[x] = max(column_max[x], magnitude[row + x])
+                column_max[x] = max(column_max[x], line[x])
         for col in range(cols):
-            tile_max[tile_start + band * cols + col] = _largest(
-                column_max, col * tile_w, min(tile_w, width - col * tile_w)
-            )
+            left = col * tile_w
+            tile_max[band * cols + col] = _largest(column_max[left:], min(tile_w, width - left))
 
 
 def _tile_sizes(
@@ -222,6 +236,7 @@ def _compile(function: Any) -> Any:
 
 
 if numba is not None:
+    _magnitude_block = _compile(_magnitude_block)
     _largest = _compile(_largest)
     _tile_maxima = _compile(_tile_maxima)
     _tile_sizes = _compile(_tile_sizes)
