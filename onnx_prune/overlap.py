@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from onnx_prune.errors import UnsupportedModelError
+from onnx_prune.errors import OutOfMemoryError, UnsupportedModelError
 from onnx_prune.inputs import Batch
 from onnx_prune.runtime import Session
 
@@ -84,7 +84,7 @@ class BoundRunner:
         self._sets = []
         try:
             single = self._session.run(self._outputs, batch.sample(0))
-        except UnsupportedModelError:
+        except (UnsupportedModelError, OutOfMemoryError):
             return False  # e.g. a batch fixed inside the model: the plain run will tell
         if any(array.ndim == 0 or len(array) != 1 for array in single):
             return False
