@@ -12,7 +12,7 @@ The library entry points, one per command; each returns a frozen dataclass and p
 - ``measure_accuracy`` (``onnx-prune accuracy``): an ``AccuracyReport`` over a ``SampleSource``,
   optionally against ``Labels``. Both feed samples through ``feeds.Feeder``.
 - ``weights_document``, ``analysis_document``, ``accuracy_document`` and ``dumps``: the
-  ``--json`` documents.
+  ``--json`` documents (their JSON Schemas: ``onnx_prune/schemas/``).
 
 Every error a user can act on derives from ``OnnxPruneError``. Library messages go to the
 ``onnx_prune`` logger (``logging``); the CLI shows INFO with ``-v``.

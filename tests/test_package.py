@@ -89,6 +89,8 @@ def test_the_wheel_carries_the_data_and_runs_from_any_folder(tmp_path: Path) -> 
     for name in _data_files():
         assert sizes.get(name) == (DATA_DIR.parents[1] / name).stat().st_size, name
     assert "onnx_prune/py.typed" in sizes
+    for name in ("README.md", "weights.json", "analyze.json", "zoo.json"):
+        assert f"onnx_prune/schemas/{name}" in sizes
     assert 15_000_000 < wheel.stat().st_size < 22_000_000  # "about 18 MB" in the README
 
     empty = tmp_path / "empty"
