@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 from onnx_prune.cli import main
 from onnx_prune.epsmap import EpsMap, write_eps_map
 from onnx_prune.schemas import DOCUMENTS, ID_BASE, SCHEMAS_DIR, load_schema
+from onnx_prune.zoo import Status
 from tests.builders import conv_relu_model, conv_weight, save
 from tests.schema_util import assert_valid, document_kind
 
@@ -112,3 +113,8 @@ def test_the_schemas_ship_with_the_package() -> None:
     for name in DOCUMENTS:
         assert f"`{name}.json`" in readme
     assert Path(SCHEMAS_DIR.parent / "schemas").is_dir()
+
+
+def test_the_zoo_statuses_are_the_ones_the_code_knows() -> None:
+    model = load_schema("zoo")["properties"]["models"]["items"]
+    assert model["properties"]["status"]["enum"] == list(get_args(Status))
