@@ -37,7 +37,6 @@ _CONSTANT_OPS: dict[str, Callable[..., Any]] = {
     "Rsqrt": lambda x: 1 / np.sqrt(x),
     "Sqrt": np.sqrt,
 }
-_NHWC_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1}
 
 
 def graph_def_class() -> Any:
@@ -272,7 +271,9 @@ def _squeeze(converter: _Converter, node: Any) -> str:
     x = converter.data(node)
     shape = converter.builder.shapes[x]
     dims = _attr_ints(node, "squeeze_dims", ()) or tuple(
-        axis for axis, size in enumerate((shape[0], shape[2], shape[3], shape[1])) if size == 1
+        axis
+        for axis, size in enumerate((shape[0], shape[2], shape[3], shape[1]))
+        if size == 1 and axis
     )
     if len(shape) != 4 or sorted(dims) != [1, 2] or shape[2:] != (1, 1):
         raise ConversionError(f"node {node.name}: only squeezing a 1x1 map to [N, C] is supported")
