@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onnx_prune.errors import InputDataError
+from onnx_prune.errors import InputDataError, first_line
+from onnx_prune.files import open_regular
 
 DEFAULT_TOLERANCE = 0.005
 FIGURES = ("ifm_zero", "ofm_zero", "ifm_saved_share")
@@ -137,12 +138,13 @@ def diff_documents(
 def read_document(path: Path) -> Mapping[str, Any]:
     """A JSON document written by ``analyze --json`` or ``zoo --json``."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path) as file:
+            document = json.loads(file.read().decode("utf-8"))
     except FileNotFoundError:
         raise DiffError(f"{path}: no such file: give a file written by analyze --json") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise DiffError(
-            f"cannot read {path} as JSON ({str(error).splitlines()[0]}): give a file written "
+            f"cannot read {path} as JSON ({first_line(error)}): give a file written "
             "by onnx-prune analyze --json or zoo --json"
         ) from None
     if not isinstance(document, Mapping) or _kind(document) == "another":

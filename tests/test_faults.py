@@ -392,6 +392,7 @@ FIFO_INPUTS = [
     ("darknet fifo.cfg net.weights -o out.onnx", "fifo.cfg is not a regular file"),
     ("analyze model.onnx --inputs x.npy --eps-map fifo.json", "cannot read the ε map fifo.json"),
     ("zoo zoo --inputs-dir zin --config fifo.cfg", "fifo.cfg is not a regular file"),
+    ("diff fifo.json base.json", "fifo.json is not a regular file"),
     ("weights fifo-ext.onnx", "is not a regular file"),
 ]
 
@@ -759,6 +760,14 @@ def test_nan_or_infinite_feature_maps_are_refused_not_counted(
     outcome = run_cli(capsys, "analyze", "model.onnx", "--inputs", "bad.npy")
     assert_refused(outcome, "NaN or infinite")
     assert snapshot(world) == before
+
+
+def test_a_deeply_nested_document_to_diff_is_one_line(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (world / "nested.json").write_text("{" * 100_000)
+    outcome = run_cli(capsys, "diff", "nested.json", "base.json")
+    assert_refused(outcome, "cannot read nested.json as JSON")
 
 
 def test_a_deeply_nested_eps_map_is_one_line(
