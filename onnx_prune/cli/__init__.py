@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import math
 import os
 import sys
@@ -193,10 +192,33 @@ def build_parser() -> argparse.ArgumentParser:
         "and what skipping them would save.",
     )
     parser.add_argument("--version", action="version", version=f"onnx-prune {__version__}")
+    _verbosity_arguments(parser, default=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in _commands():
         command.add_parser(commands)
+    for subparser in commands.choices.values():
+        _verbosity_arguments(subparser, default=False)
     return parser
+
+
+def _verbosity_arguments(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """``-v``/``-q`` before or after the command; only the top level sets the defaults (a
+    subparser's default would overwrite a flag given before the command)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if default else argparse.SUPPRESS,
+        help="also show the library's INFO messages (-vv: DEBUG too)",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if default else argparse.SUPPRESS,
+        help="show errors only, no warnings",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,7 +236,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
     wide = sys.stdout is not None and not sys.stdout.isatty() and "COLUMNS" not in os.environ
     console = EscapingConsole(width=PIPE_WIDTH if wide else None)
-    _show_warnings()
+    _show_log(args)
     try:
         handler: Handler = args.handler
         return handler(args, console)
@@ -228,20 +250,13 @@ def _run(argv: Sequence[str] | None) -> int:
     return 2
 
 
-class _WarningHandler(logging.Handler):
-    """The library's warnings on standard error, one line each, control characters escaped."""
+def _show_log(args: argparse.Namespace) -> None:
+    """The library's log records on standard error, at the level ``-v``/``-q`` ask for."""
+    from onnx_prune.cli.logs import configure_logging, log_level
+    from onnx_prune.report.terminal import EscapingConsole
 
-    def emit(self, record: logging.LogRecord) -> None:
-        from onnx_prune.report.terminal import printable
-
-        if sys.stderr is not None:
-            sys.stderr.write(printable(self.format(record)) + "\n")
-
-
-def _show_warnings() -> None:
-    logger = logging.getLogger("onnx_prune")
-    if not any(isinstance(handler, _WarningHandler) for handler in logger.handlers):
-        logger.addHandler(_WarningHandler(logging.WARNING))
+    level = log_level(args.verbose, quiet=args.quiet)
+    configure_logging(level, EscapingConsole(stderr=True))
 
 
 def _memory_advice(args: argparse.Namespace) -> str:
