@@ -26,7 +26,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,11 +37,11 @@ from onnx_prune.constants import ConstantResolver
 from onnx_prune.epsmap import EpsMap, check_eps_map
 from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.feeds import DEFAULT_EPS, Feeder, Progress, SampleSource, SessionFactory
-from onnx_prune.fidelity import Fidelity, FidelityTotals, is_classifier
+from onnx_prune.fidelity import ExactSum, Fidelity, FidelitySums, FidelityTotals, is_classifier
 from onnx_prune.inputs import Batch, SkippedInput
 from onnx_prune.labels import Labels, Sample, check_classes, check_coverage
 from onnx_prune.layers import find_compute_layers
-from onnx_prune.load import LoadedModel, is_random_weights
+from onnx_prune.load import LoadedModel, is_random_weights, load_model
 from onnx_prune.pruning import Granularity, NotPruned, PrunedModel, add_pruning, count_pruned
 from onnx_prune.runtime import CPU_ONLY, BatchSplitter, Providers, Session, SessionOptions
 
@@ -154,6 +154,7 @@ def measure_accuracy(
     model_inputs: bool = False,
     eps_map: EpsMap | None = None,
     output: str | None = None,
+    runner: ShardRunner | None = None,
 ) -> AccuracyReport:
     """Run the ε sweep of ``loaded`` over the samples of ``source`` (fed by ``feeds.Feeder``).
 
@@ -163,6 +164,13 @@ def measure_accuracy(
     the onnxruntime execution providers (default: the CPU); ``session_factory`` replaces
     onnxruntime (tests). ``eps_map`` replaces the sweep by one run at each IFM's own ε (``eps``
     is then not used). ``output`` names the classifier output to score (default: the first).
+    ``runner`` (``distributed.DaskRunner``) measures the samples in shards on workers, each
+    with ``sweep_shard``; the result is identical to the one-piece run.
+
+    The first batch's decisions (which outputs are class scores, logits or probabilities,
+    batches or one sample at a time) are taken here before any sample is measured, and every
+    range of samples is measured by ``sweep_range`` under them: in one piece here, or in
+    shards whose exact sums merge by ``+``.
     """
     settings: tuple[EpsSetting, ...] = (eps_map.eps,) if eps_map else tuple(map(float, eps))
     if eps_map is None:
@@ -176,13 +184,130 @@ def measure_accuracy(
         session = session_factory(model_source, SessionOptions(providers=providers))
         feeder = _feeder(session, pruned, source, labels)
         outputs = _model_outputs(loaded.model, feeder.batch_name, output)
-        sweep = _Sweep(session, pruned, settings, labels, outputs)
-        for batch in feeder.batches():
-            sweep.add(_samples(batch, images=source.tensors is None))
-            if progress is not None:
-                progress(sweep.samples, feeder.total)
-    report = sweep.report(loaded, feeder.batch_size, padded=feeder.padded)
+        task = SweepTask(
+            settings=settings,
+            granularity=granularity,
+            labels=labels,
+            providers=providers,
+            model_inputs=model_inputs,
+            output=output,
+        )
+        if runner is None:  # the first batch decides as it is measured
+            partial, decisions = sweep_range(session, pruned, loaded, source, task, progress)
+        else:  # decided here, before sharding, so that every shard decides the same
+            decisions = _first_decisions(_Sweep(session, pruned, settings, labels, outputs), feeder)
+            task = replace(task, decisions=decisions)
+            partial = runner.sweep(
+                loaded.path, source, task, (feeder.total, feeder.batch_size), progress
+            )
+    report = build_report(
+        partial,
+        decisions,
+        loaded=loaded,
+        pruned=pruned,
+        settings=settings,
+        outputs=tuple(outputs.names),
+        batch_size=feeder.batch_size,
+    )
     return replace(report, providers=providers, eps_map=eps_map)
+
+
+class ShardRunner(Protocol):
+    """Measures a sweep's samples in shards (``distributed.DaskRunner``)."""
+
+    def sweep(
+        self,
+        path: Path,
+        source: SampleSource,
+        task: SweepTask,
+        plan: tuple[int, int],
+        progress: Progress | None,
+    ) -> AccuracyPartial:
+        """The merged exact sums of every sample of ``source`` (``plan``: how many, and the
+        batch size), measured in shards."""
+        ...
+
+
+@dataclass(frozen=True)
+class SweepTask:
+    """What measuring a range of samples needs besides the samples (it travels to workers):
+    the ε settings, the pruning, labels, providers, the scored output, the first batch's
+    decisions (None: the range's first batch takes them, which only the one-piece run may
+    do) and onnxruntime's intra-op threads (None: its default)."""
+
+    settings: tuple[EpsSetting, ...]
+    granularity: Granularity
+    labels: Labels | None
+    providers: Providers
+    model_inputs: bool
+    output: str | None
+    decisions: SweepDecisions | None = None
+    threads: int | None = None
+
+
+def _first_decisions(sweep: _Sweep, feeder: Feeder) -> SweepDecisions:
+    images = feeder.source.tensors is None
+    first = next(iter(feeder.batches()), None)
+    if first is None:
+        raise InputDataError("no sample was measured: give images or tensors to run")
+    return sweep.decide(_samples(first, images=images))
+
+
+def sweep_range(
+    session: Session,
+    pruned: PrunedModel,
+    loaded: LoadedModel,
+    source: SampleSource,
+    task: SweepTask,
+    progress: Progress | None = None,
+) -> tuple[AccuracyPartial, SweepDecisions]:
+    """The exact sums of the sweep over every sample of ``source`` (its whole range), and the
+    decisions they were measured under (``task``'s, else its first batch's); ``progress``
+    hears (done, in the range) after every batch."""
+    feeder = _plain_feeder(session, pruned, source)
+    outputs = _model_outputs(loaded.model, feeder.batch_name, task.output)
+    sweep = _Sweep(session, pruned, task.settings, task.labels, outputs, decisions=task.decisions)
+    for batch in feeder.batches():
+        sweep.add(_samples(batch, images=source.tensors is None))
+        if progress is not None:
+            progress(sweep.samples, feeder.total)
+    return sweep.partial(), sweep.decisions()
+
+
+# The shard function and its per-process cache
+
+_SESSIONS: dict[tuple[object, ...], tuple[LoadedModel, PrunedModel, Session]] = {}
+
+
+def sweep_shard(model: Path, source: SampleSource, task: SweepTask) -> AccuracyPartial:
+    """THE accuracy shard function: the exact sums of the sweep of ``model`` over
+    ``source``'s sample range. Each process keeps one pruned copy and session per (file,
+    pruning, providers, threads), so a worker builds each model's session once."""
+    if task.decisions is None:
+        raise ValueError("a shard needs the first batch's decisions, taken before sharding")
+    loaded, pruned, session = _cached_session(model, task)
+    partial, _ = sweep_range(session, pruned, loaded, source, task)
+    return partial
+
+
+def _cached_session(model: Path, task: SweepTask) -> tuple[LoadedModel, PrunedModel, Session]:
+    stat = model.stat()
+    key = (
+        str(model.resolve()),
+        stat.st_mtime_ns,
+        stat.st_size,
+        task.granularity,
+        task.model_inputs,
+        task.providers,
+        task.threads,
+    )
+    if key not in _SESSIONS:
+        loaded = load_model(model)
+        pruned = _pruned_copy(loaded, task.granularity, model_inputs=task.model_inputs)
+        options = SessionOptions(providers=task.providers, threads=task.threads)
+        with runtime.model_file(loaded, pruned.model) as model_source:
+            _SESSIONS[key] = (loaded, pruned, runtime.open_session(model_source, options))
+    return _SESSIONS[key]
 
 
 def pruned_copy(
@@ -221,11 +346,9 @@ def sweep_batches(
     outputs' batch axes (default: axis 0); ``output`` is the classifier output to score."""
     outputs = _model_outputs(loaded.model, batch_name, output)
     sweep = _Sweep(session, pruned, tuple(settings), labels, outputs, baselines)
-    padded = 0
     for batch in batches:
         sweep.add(batch)
-        padded += batch.batch.padding
-    return sweep.report(loaded, batch_size, padded=padded)
+    return sweep.report(loaded, batch_size)
 
 
 def _pruned_copy(
@@ -294,12 +417,16 @@ def _feeder(
     session: Session, pruned: PrunedModel, source: SampleSource, labels: Labels | None
 ) -> Feeder:
     """The feeder of the model's inputs, with the labels checked against its samples first."""
-    # IR-3 models list initializers as inputs, and onnxruntime reports them as such.
-    constants = {tensor.name for tensor in pruned.model.graph.initializer} | {pruned.eps_input}
-    feeder = Feeder(source, session.inputs(), constants=constants)
+    feeder = _plain_feeder(session, pruned, source)
     if labels is not None:
         _check_labels(labels, source, feeder.sample_keys(), strict=source.strict)
     return feeder
+
+
+def _plain_feeder(session: Session, pruned: PrunedModel, source: SampleSource) -> Feeder:
+    # IR-3 models list initializers as inputs, and onnxruntime reports them as such.
+    constants = {tensor.name for tensor in pruned.model.graph.initializer} | {pruned.eps_input}
+    return Feeder(source, session.inputs(), constants=constants)
 
 
 def _samples(batch: Batch, *, images: bool) -> _Samples:
@@ -360,6 +487,77 @@ def _model_outputs(
     return _Outputs(axes, requested)
 
 
+@dataclass(frozen=True)
+class SettingSums:
+    """The exact sums of one ε setting over a range of samples; ``a + b`` merges in order."""
+
+    top1: int = 0
+    top5: int = 0
+    agree: int = 0
+    kl: ExactSum = field(default_factory=ExactSum)
+    pruned: int = 0
+    elements: int = 0
+    fidelity: tuple[tuple[str, FidelitySums], ...] = ()
+
+    def __add__(self, other: SettingSums) -> SettingSums:
+        """Integer sums added, exact float sums added, outputs matched by name."""
+        mine, theirs = dict(self.fidelity), dict(other.fidelity)
+        names = [*mine, *(name for name in theirs if name not in mine)]
+        return SettingSums(
+            self.top1 + other.top1,
+            self.top5 + other.top5,
+            self.agree + other.agree,
+            self.kl + other.kl,
+            self.pruned + other.pruned,
+            self.elements + other.elements,
+            tuple(
+                (name, mine.get(name, FidelitySums()) + theirs.get(name, FidelitySums()))
+                for name in names
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class AccuracyPartial:
+    """The exact sums of a sweep over a range of samples (what a shard returns); ``a + b`` is
+    a's samples then b's, whatever the split."""
+
+    samples: int
+    labelled: int
+    top1: int
+    top5: int
+    settings: tuple[SettingSums, ...]
+    skipped: tuple[SkippedInput, ...] = ()
+    padded: int = 0
+
+    def __add__(self, other: AccuracyPartial) -> AccuracyPartial:
+        """The sums of both ranges (exact: integers and ``ExactSum``s; records in order)."""
+        return AccuracyPartial(
+            self.samples + other.samples,
+            self.labelled + other.labelled,
+            self.top1 + other.top1,
+            self.top5 + other.top5,
+            tuple(a + b for a, b in zip(self.settings, other.settings, strict=True)),
+            self.skipped + other.skipped,
+            self.padded + other.padded,
+        )
+
+
+@dataclass(frozen=True)
+class SweepDecisions:
+    """What the first batch decides, taken once before any sharding so every shard takes it
+    the same way: the classifier outputs, the scored one, logits or probabilities, the class
+    count, and whether batches fail and samples run one at a time (``single``; ``proven``: a
+    batch of several samples has run)."""
+
+    classifiers: tuple[str, ...]
+    scored: str | None
+    output_kind: OutputKind | None
+    classes: int | None
+    single: bool
+    proven: bool
+
+
 @dataclass
 class _Totals:
     """Running sums for one ε (mutable, private to the sweep)."""
@@ -367,10 +565,17 @@ class _Totals:
     top1: int = 0
     top5: int = 0
     agree: int = 0
-    kl: float = 0.0
+    kl: ExactSum = field(default_factory=ExactSum)
     pruned: int = 0
     elements: int = 0
     fidelity: dict[str, FidelityTotals] = field(default_factory=dict)
+
+    def sums(self) -> SettingSums:
+        """The frozen sums so far."""
+        fidelity = tuple((name, totals.sums) for name, totals in self.fidelity.items())
+        return SettingSums(
+            self.top1, self.top5, self.agree, self.kl, self.pruned, self.elements, fidelity
+        )
 
 
 @dataclass
@@ -397,6 +602,7 @@ class _Sweep:
         labels: Labels | None,
         outputs: _Outputs,
         baselines: BaselineCache | None = None,
+        decisions: SweepDecisions | None = None,
     ) -> None:
         self._baselines = baselines
         self._session = session
@@ -413,6 +619,54 @@ class _Sweep:
         ]
         self._state = _State()
         self._splitter = BatchSplitter()
+        self._padded = 0
+        if decisions is not None:
+            self._state.classifiers = decisions.classifiers
+            self._state.scored = decisions.scored
+            self._state.output_kind = decisions.output_kind
+            self._state.classes = decisions.classes
+            self._splitter = BatchSplitter(single=decisions.single, proven=decisions.proven)
+
+    def decide(self, batch: _Samples) -> SweepDecisions:
+        """Take the first batch's decisions from its unpruned run alone (one sample when the
+        batch fails whole), as measuring it would take them."""
+        self._splitter.run(
+            batch.batch.rows, lambda: self._decide_on(batch), lambda: self._decide_on(_row(batch))
+        )
+        return self.decisions()
+
+    def _decide_on(self, batch: _Samples) -> None:
+        unpruned = self._baseline(batch)
+        axes = {name: self._axis(name, array, batch) for name, array in unpruned.items()}
+        self._decide(unpruned, axes)
+        scored = self._state.scored
+        if scored is not None:
+            self._decide_kind(self._scores(unpruned[scored], axes, batch.count))
+
+    def decisions(self) -> SweepDecisions:
+        """The decisions taken so far (on the first batch)."""
+        state = self._state
+        return SweepDecisions(
+            classifiers=state.classifiers or (),
+            scored=state.scored,
+            output_kind=state.output_kind,
+            classes=state.classes,
+            single=self._splitter.single,
+            proven=self._splitter.proven,
+        )
+
+    def partial(self) -> AccuracyPartial:
+        """The frozen exact sums of every sample measured so far."""
+        state = self._state
+        return AccuracyPartial(
+            samples=state.samples,
+            labelled=state.labelled,
+            top1=state.top1,
+            top5=state.top5,
+            settings=tuple(totals.sums() for totals in self._totals),
+            skipped=tuple(state.skipped),
+            padded=self._padded,
+        )
 
     @property
     def samples(self) -> int:
@@ -422,14 +676,14 @@ class _Sweep:
     def add(self, batch: _Samples) -> None:
         """Measure one batch at every ε (one sample at a time once batches have failed)."""
         self._state.skipped.extend(batch.batch.skipped)
+        self._padded += batch.batch.padding
         self._splitter.run(
             batch.batch.rows, lambda: self._measure(batch), lambda: self._add_singly(batch)
         )
 
     def _add_singly(self, batch: _Samples) -> None:
         for row in range(batch.count):
-            one = Batch(batch.batch.sample(row), batch.batch.names[row : row + 1])
-            self._measure(_Samples(one, batch.samples[row : row + 1]))
+            self._measure(_row(batch, row))
 
     def _measure(self, batch: _Samples) -> None:
         unpruned = self._baseline(batch)
@@ -514,7 +768,7 @@ class _Sweep:
         reference = np.argmax(baseline, axis=1)
         totals.agree += int(np.count_nonzero(np.argmax(scores, axis=1) == reference))
         log_reference = self._log_probabilities(baseline)
-        totals.kl += float(np.sum(_kl(log_reference, self._log_probabilities(scores))))
+        totals.kl += ExactSum.of(_kl(log_reference, self._log_probabilities(scores)))
 
     def _log_probabilities(self, scores: Scores) -> Scores:
         if self._state.output_kind == "probabilities":
@@ -536,16 +790,22 @@ class _Sweep:
         state.samples += len(truth)
         if baseline is None:
             return
-        if state.output_kind is None:
-            state.output_kind = _output_kind(baseline)
-            state.classes = baseline.shape[1]
-            if self._labels is not None:
-                check_classes(self._labels, baseline.shape[1])
+        self._decide_kind(baseline)
         totals = _Totals()
         _add_topk(totals, baseline, truth)
         state.labelled += int(np.count_nonzero(truth >= 0))
         state.top1 += totals.top1
         state.top5 += totals.top5
+
+    def _decide_kind(self, baseline: Scores) -> None:
+        """On the first batch: logits or probabilities, and the class count (checked against
+        the labels)."""
+        state = self._state
+        if state.output_kind is None:
+            state.output_kind = _output_kind(baseline)
+            state.classes = baseline.shape[1]
+            if self._labels is not None:
+                check_classes(self._labels, baseline.shape[1])
 
     def _add_counts(self, totals: _Totals, outputs: Sequence[Array], count: int) -> None:
         granularity = self._pruned.granularity
@@ -555,47 +815,77 @@ class _Sweep:
             totals.pruned += counted.pruned * len(tensor.layers)
             totals.elements += counted.elements * len(tensor.layers)
 
-    def report(self, loaded: LoadedModel, batch_size: int, *, padded: int) -> AccuracyReport:
+    def report(self, loaded: LoadedModel, batch_size: int) -> AccuracyReport:
         """The frozen result of everything measured so far."""
-        state = self._state
-        if state.samples == 0:
-            raise InputDataError("no sample was measured: give images or tensors to run")
-        return AccuracyReport(
-            model=str(loaded.path),
-            granularity=self._pruned.granularity,
-            samples=state.samples,
-            labelled=state.labelled,
-            baseline=TopK(*_fractions(state.top1, state.top5, state.labelled, state.classes)),
-            results=tuple(
-                _result(e, totals, state) for e, totals in zip(self._eps, self._totals, strict=True)
-            ),
-            random_weights=is_random_weights(loaded.model),
-            output_kind=state.output_kind or "logits",
-            batch_size=1 if self._splitter.single else batch_size,
-            pruned_layers=sum(len(tensor.layers) for tensor in self._pruned.tensors),
-            skipped_inputs=tuple(state.skipped),
-            not_pruned=self._pruned.not_pruned,
-            padded_samples=padded,
+        return build_report(
+            self.partial(),
+            self.decisions(),
+            loaded=loaded,
+            pruned=self._pruned,
+            settings=self._eps,
             outputs=tuple(self._names),
-            classifier_outputs=state.classifiers or (),
-            scored_output=state.scored,
-            classes=state.classes,
+            batch_size=batch_size,
         )
 
 
-def _result(eps: EpsSetting, totals: _Totals, state: _State) -> EpsAccuracy:
-    top1, top5 = _fractions(totals.top1, totals.top5, state.labelled, state.classes)
-    scored = state.scored is not None
+def _row(batch: _Samples, row: int = 0) -> _Samples:
+    """Sample ``row`` of ``batch`` as a batch of one."""
+    one = Batch(batch.batch.sample(row), batch.batch.names[row : row + 1])
+    return _Samples(one, batch.samples[row : row + 1])
+
+
+def build_report(
+    partial: AccuracyPartial,
+    decisions: SweepDecisions,
+    *,
+    loaded: LoadedModel,
+    pruned: PrunedModel,
+    settings: Sequence[EpsSetting],
+    outputs: tuple[str, ...],
+    batch_size: int,
+) -> AccuracyReport:
+    """The report of a sweep's merged sums: every mean is taken here, once."""
+    if partial.samples == 0:
+        raise InputDataError("no sample was measured: give images or tensors to run")
+    return AccuracyReport(
+        model=str(loaded.path),
+        granularity=pruned.granularity,
+        samples=partial.samples,
+        labelled=partial.labelled,
+        baseline=TopK(*_fractions(partial.top1, partial.top5, partial.labelled, decisions.classes)),
+        results=tuple(
+            _result(e, sums, partial, decisions)
+            for e, sums in zip(settings, partial.settings, strict=True)
+        ),
+        random_weights=is_random_weights(loaded.model),
+        output_kind=decisions.output_kind or "logits",
+        batch_size=1 if decisions.single else batch_size,
+        pruned_layers=sum(len(tensor.layers) for tensor in pruned.tensors),
+        skipped_inputs=partial.skipped,
+        not_pruned=pruned.not_pruned,
+        padded_samples=partial.padded,
+        outputs=outputs,
+        classifier_outputs=decisions.classifiers,
+        scored_output=decisions.scored,
+        classes=decisions.classes,
+    )
+
+
+def _result(
+    eps: EpsSetting, sums: SettingSums, partial: AccuracyPartial, decisions: SweepDecisions
+) -> EpsAccuracy:
+    top1, top5 = _fractions(sums.top1, sums.top5, partial.labelled, decisions.classes)
+    scored = decisions.scored is not None
     return EpsAccuracy(
         eps=None if isinstance(eps, Mapping) else eps,
         top1=top1,
         top5=top5,
-        agreement=totals.agree / state.samples if scored else None,
-        kl=totals.kl / state.samples if scored else None,
-        saved_fraction=totals.pruned / totals.elements if totals.elements else 0.0,
-        pruned_elements=totals.pruned,
-        ifm_elements=totals.elements,
-        outputs={name: fidelity.result() for name, fidelity in totals.fidelity.items()},
+        agreement=sums.agree / partial.samples if scored else None,
+        kl=sums.kl.mean(partial.samples) if scored else None,
+        saved_fraction=sums.pruned / sums.elements if sums.elements else 0.0,
+        pruned_elements=sums.pruned,
+        ifm_elements=sums.elements,
+        outputs={name: fidelity.result() for name, fidelity in sums.fidelity},
     )
 
 

@@ -21,10 +21,11 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from onnx_prune.accuracy import AccuracyPartial, SweepTask, sweep_shard
 from onnx_prune.errors import MissingExtraError, OnnxPruneError, first_line
 from onnx_prune.feeds import Progress, SampleSource
 from onnx_prune.shards import (
@@ -49,6 +50,7 @@ SHARDS_PER_WORKER = 4
 """Shards per worker: enough for the progress bar to move and for uneven workers to balance."""
 
 Item = TypeVar("Item")
+Part = TypeVar("Part")
 Result = TypeVar("Result")
 
 
@@ -79,22 +81,61 @@ class DaskRunner:
     ) -> PartialCounts:
         """The partial totals of every sample of ``source``, counted in shards and merged."""
         total, batch_size = plan_run(prepared, source)
-        plan = plan_shards(total, batch_size, self.shards or self.workers * SHARDS_PER_WORKER)
         options = with_threads(options, self.threads)
-        done = [0]
-        parts: dict[int, PartialCounts] = {}
 
-        def finished(shard: Shard, part: PartialCounts) -> None:
+        def task(shard: SampleSource) -> PartialCounts:
+            return count_shard(path, shard, options)
+
+        return merge(self._in_shards(path, source, total, batch_size, task, progress))
+
+    def sweep(
+        self,
+        path: Path,
+        source: SampleSource,
+        task: SweepTask,
+        plan: tuple[int, int],
+        progress: Progress | None,
+    ) -> AccuracyPartial:
+        """The exact sums of an accuracy sweep over every sample of ``source`` (``plan``: how
+        many, and the batch size), measured in shards (``accuracy.sweep_shard``) and added in
+        sample order."""
+        total, batch_size = plan
+        task = replace(task, threads=self.threads)
+
+        def measure(shard: SampleSource) -> AccuracyPartial:
+            return sweep_shard(path, shard, task)
+
+        parts = self._in_shards(path, source, total, batch_size, measure, progress)
+        merged = parts[0]
+        for part in parts[1:]:
+            merged = merged + part
+        return merged
+
+    def _in_shards(
+        self,
+        path: Path,
+        source: SampleSource,
+        total: int,
+        batch_size: int,
+        function: Callable[[SampleSource], Part],
+        progress: Progress | None,
+    ) -> list[Part]:
+        """``function`` on each shard of ``source`` (whole batches); the parts in sample order."""
+        plan = plan_shards(total, batch_size, self.shards or self.workers * SHARDS_PER_WORKER)
+        done = [0]
+        parts: dict[int, Part] = {}
+
+        def finished(shard: Shard, part: Part) -> None:
             parts[shard.index] = part
             done[0] += shard.samples
             if progress is not None:
                 progress(done[0], total)
 
-        def task(shard: Shard) -> PartialCounts:
-            return count_shard(path, shard_source(source, shard), options)
+        def task(shard: Shard) -> Part:
+            return function(shard_source(source, shard))
 
         self._run(plan, task, finished, lambda shard: _shard_name(path, shard, len(plan)))
-        return merge([parts[shard.index] for shard in plan])
+        return [parts[shard.index] for shard in plan]
 
     def map(
         self,
@@ -241,8 +282,14 @@ def _local_cluster(workers: int) -> Iterator[Any]:
     from dask.distributed import Client, LocalCluster
 
     # a task whose worker dies is run once more, like a task that raises (Dask's default: 3);
+    # a worker holds only the task it runs (saturation 1.0; Dask's default 1.1 queues a second
+    # one there, which a dying worker takes down with it, blamed on the wrong model or shard);
     # a scheduler whose HTTP port is taken warns and takes another: nothing to tell the user
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), warnings.catch_warnings():
+    settings = {
+        "distributed.scheduler.allowed-failures": 1,
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with dask.config.set(settings), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Port .* is already in use")
         cluster = LocalCluster(
             host="127.0.0.1",

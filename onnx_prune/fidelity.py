@@ -69,28 +69,106 @@ def sample_fidelity(reference: Floats, pruned: Floats) -> tuple[Floats, Floats]:
     return cosine, relative
 
 
+_SCALE = 1 << 1074
+"""Every finite float64 is an integer multiple of 2**-1074 (the smallest subnormal)."""
+
+
+@dataclass(frozen=True)
+class ExactSum:
+    """A sum of float64 values kept exactly: the finite ones as one integer in units of
+    2**-1074, the infinite and NaN ones counted.
+
+    Chosen over per-sample values concatenated in sample order: the merge is integer addition,
+    so any split of the samples into shards, in any order, gives the very same sum, and memory
+    stays constant in the number of samples (a float running sum depends on the split). The
+    mean is rounded once, at the end (``mean``), and is the correctly rounded true mean.
+    """
+
+    units: int = 0
+    positive_inf: int = 0
+    negative_inf: int = 0
+    nan: int = 0
+
+    @staticmethod
+    def of(values: Floats) -> ExactSum:
+        """The exact sum of ``values``."""
+        units = positive = negative = nan = 0
+        for value in np.asarray(values, dtype=np.float64).ravel().tolist():
+            if value != value:
+                nan += 1
+            elif value in (float("inf"), float("-inf")):
+                positive += value > 0
+                negative += value < 0
+            else:
+                numerator, denominator = value.as_integer_ratio()
+                units += numerator * (_SCALE // denominator)
+        return ExactSum(units, positive, negative, nan)
+
+    def __add__(self, other: ExactSum) -> ExactSum:
+        """The exact sum of both sets of values."""
+        return ExactSum(
+            self.units + other.units,
+            self.positive_inf + other.positive_inf,
+            self.negative_inf + other.negative_inf,
+            self.nan + other.nan,
+        )
+
+    def mean(self, count: int) -> float:
+        """The sum divided by ``count``, rounded once (NaN for no value, or inf − inf)."""
+        if count == 0 or self.nan or (self.positive_inf and self.negative_inf):
+            return float("nan")
+        if self.positive_inf or self.negative_inf:
+            return float("inf") if self.positive_inf else float("-inf")
+        return self.units / (_SCALE * count)  # int / int: correctly rounded
+
+
+@dataclass(frozen=True)
+class FidelitySums:
+    """The exact sums of per-sample cosine and relative L2 for one output; ``+`` merges."""
+
+    samples: int = 0
+    cosine: ExactSum = ExactSum()
+    relative: ExactSum = ExactSum()
+
+    @staticmethod
+    def of(reference: Array, pruned: Array, count: int, *, axis: int | None = 0) -> FidelitySums:
+        """The sums over the first ``count`` samples (on ``axis``) of one batch's outputs."""
+        cosine, relative = sample_fidelity(
+            per_sample(reference, count, axis=axis), per_sample(pruned, count, axis=axis)
+        )
+        return FidelitySums(len(cosine), ExactSum.of(cosine), ExactSum.of(relative))
+
+    def __add__(self, other: FidelitySums) -> FidelitySums:
+        """The sums of both sets of samples."""
+        return FidelitySums(
+            self.samples + other.samples,
+            self.cosine + other.cosine,
+            self.relative + other.relative,
+        )
+
+    def result(self) -> Fidelity:
+        """The means (NaN before any sample)."""
+        return Fidelity(self.cosine.mean(self.samples), self.relative.mean(self.samples))
+
+
 class FidelityTotals:
     """Running sums of per-sample cosine and relative L2 for one output (constant memory)."""
 
     def __init__(self) -> None:
-        self.samples = 0
-        self._cosine = 0.0
-        self._relative = 0.0
+        self.sums = FidelitySums()
+
+    @property
+    def samples(self) -> int:
+        """Samples added so far."""
+        return self.sums.samples
 
     def add(self, reference: Array, pruned: Array, count: int, *, axis: int | None = 0) -> None:
         """Add the first ``count`` samples (on ``axis``) of one batch's two outputs."""
-        cosine, relative = sample_fidelity(
-            per_sample(reference, count, axis=axis), per_sample(pruned, count, axis=axis)
-        )
-        self.samples += len(cosine)
-        self._cosine += float(np.sum(cosine))
-        self._relative += float(np.sum(relative))
+        self.sums = self.sums + FidelitySums.of(reference, pruned, count, axis=axis)
 
     def result(self) -> Fidelity:
         """The means so far (NaN before any sample)."""
-        if self.samples == 0:
-            return Fidelity(float("nan"), float("nan"))
-        return Fidelity(self._cosine / self.samples, self._relative / self.samples)
+        return self.sums.result()
 
 
 def output_fidelity(

@@ -382,9 +382,14 @@ class BatchSplitter:
     [1, 2048]). A failure after batches have already worked, or on a single sample, is real.
     """
 
-    def __init__(self) -> None:
-        self.single = False
-        self._proven = False
+    def __init__(self, *, single: bool = False, proven: bool = False) -> None:
+        self.single = single
+        self._proven = proven
+
+    @property
+    def proven(self) -> bool:
+        """Whether a batch of several samples has run whole."""
+        return self._proven
 
     def run(
         self, size: int, whole: Callable[[], Result], one_by_one: Callable[[], Result]

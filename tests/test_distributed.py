@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +16,25 @@ import numpy as np
 import pytest
 
 from onnx_prune import distributed
+from onnx_prune.accuracy import measure_accuracy, sweep_shard
 from onnx_prune.analysis import analyze_model
 from onnx_prune.cli import main
 from onnx_prune.distributed import DaskRunner, DistributedError, open_runner
 from onnx_prune.errors import MissingExtraError
 from onnx_prune.feeds import SampleSource
-from onnx_prune.jsondoc import analysis_document, zoo_document
+from onnx_prune.fidelity import ExactSum
+from onnx_prune.jsondoc import accuracy_document, analysis_document, zoo_document
+from onnx_prune.labels import Labels, load_labels
+from onnx_prune.load import load_model
 from onnx_prune.shards import plan_shards
 from onnx_prune.zoo import ZooJob, ZooModel, ZooOutcome, run_zoo
-from tests.builders import conv_relu_model, conv_weight, save
+from tests.builders import (
+    conv_relu_model,
+    conv_weight,
+    prunable_and_sensitive_model,
+    save,
+    tune_samples,
+)
 
 dask_distributed = pytest.importorskip("dask.distributed")
 
@@ -208,3 +220,155 @@ def test_without_the_flags_dask_is_never_imported(samples: tuple[Path, SampleSou
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+# --- accuracy: the ε sweep in shards --------------------------------------------------------
+
+SWEEP_EPS = (0.0, 0.01, 0.03, 0.5)
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> tuple[Path, SampleSource, Labels]:
+    """The tune classifier (top-1 and KL move with ε), 7 samples in batches of 2, 6 labelled."""
+    model = save(prunable_and_sensitive_model(), tmp_path)
+    np.save(tmp_path / "t.npy", tune_samples(7, seed=5))
+    (tmp_path / "labels.csv").write_text("0,0\n1,1\n2,0\n3,1\n4,0\n6,1\n")
+    labels = load_labels(tmp_path / "labels.csv")
+    return model, SampleSource(tensors=tmp_path / "t.npy", batch_size=2), labels
+
+
+def _accuracy(
+    model: Path, source: SampleSource, labels: Labels, runner: Any = None, **options: Any
+) -> dict[str, Any]:
+    report = measure_accuracy(
+        load_model(model), source, eps=SWEEP_EPS, labels=labels, runner=runner, **options
+    )
+    return accuracy_document(report, max_drop=20.0, min_cosine=0.99)
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_accuracy_in_shards_equals_serial(
+    client: Any, sweep: tuple[Path, SampleSource, Labels], shards: int
+) -> None:
+    model, source, labels = sweep
+    serial = _accuracy(model, source, labels)
+    runner = DaskRunner(client, workers=2, shards=shards, threads=1)
+    done: list[tuple[int, int]] = []
+    report = measure_accuracy(
+        load_model(model),
+        source,
+        eps=SWEEP_EPS,
+        labels=labels,
+        runner=runner,
+        progress=lambda d, t: done.append((d, t)),
+    )
+    assert accuracy_document(report, max_drop=20.0, min_cosine=0.99) == serial
+    assert (report.samples, report.labelled) == (7, 6)
+    assert done[-1] == (7, 7) and len(done) == shards
+    # the sweep measures something: top-1, KL and cosine move with ε
+    results = serial["results"]
+    assert len({r["top1"] for r in results}) > 1 and results[-1]["kl"] > results[0]["kl"]
+
+
+def test_accuracy_element_granularity_in_shards_equals_serial(
+    client: Any, sweep: tuple[Path, SampleSource, Labels]
+) -> None:
+    model, source, labels = sweep
+    runner = DaskRunner(client, workers=2, shards=3, threads=1)
+    serial = _accuracy(model, source, labels, granularity="element")
+    assert _accuracy(model, source, labels, runner, granularity="element") == serial
+
+
+def test_accuracy_on_the_synchronous_scheduler_equals_serial(
+    sweep: tuple[Path, SampleSource, Labels],
+) -> None:
+    model, source, labels = sweep
+    serial = _accuracy(model, source, labels)
+    with open_runner(distributed.SYNCHRONOUS, None) as runner:
+        runner.shards = 3
+        assert _accuracy(model, source, labels, runner) == serial
+
+
+def test_a_shard_without_the_first_batch_decisions_is_refused(
+    sweep: tuple[Path, SampleSource, Labels],
+) -> None:
+    from onnx_prune.accuracy import SweepTask
+    from onnx_prune.runtime import Providers
+
+    model, source, labels = sweep
+    task = SweepTask(SWEEP_EPS, "channel", labels, Providers(), False, None)
+    with pytest.raises(ValueError, match="first batch's decisions"):
+        sweep_shard(model, source, task)
+
+
+def test_exact_sums_do_not_depend_on_the_split() -> None:
+    values = np.array([1e16, 1.0, -1e16, 0.1, 0.2, 0.3, 1e-300, np.inf], np.float64)
+    whole = ExactSum.of(values[:-1])
+    assert float(np.sum(values[:3])) != 1.0  # a float running sum depends on the order
+    for cut in range(1, 7):
+        assert ExactSum.of(values[cut:7]) + ExactSum.of(values[:cut]) == whole
+    exact = sum(Fraction(value) for value in values[:-1].tolist()) / 7
+    assert whole.mean(7) == float(exact)  # the true mean, rounded once
+    assert ExactSum.of(values).mean(8) == np.inf
+    assert np.isnan(ExactSum.of(np.array([np.inf, -np.inf])).mean(2))
+    assert np.isnan(ExactSum().mean(0))
+
+
+def test_accuracy_cli_on_a_scheduler_equals_serial(
+    client: Any, sweep: tuple[Path, SampleSource, Labels], tmp_path: Path
+) -> None:
+    model, source, _ = sweep
+    serial, sharded = tmp_path / "serial.json", tmp_path / "sharded.json"
+    base = [
+        "accuracy",
+        str(model),
+        "--inputs",
+        str(source.tensors),
+        "--labels",
+        str(tmp_path / "labels.csv"),
+        "--batch-size",
+        "2",
+        "--eps",
+        ",".join(map(str, SWEEP_EPS)),
+    ]
+    assert main([*base, "--json", str(serial)]) == 0
+    assert main([*base, "--json", str(sharded), "--scheduler", client.scheduler.address]) == 0
+    assert json.loads(serial.read_text()) == json.loads(sharded.read_text())
+
+
+# --- a worker that dies ---------------------------------------------------------------------
+
+
+def test_a_worker_that_dies_is_retried_once_then_named(tmp_path: Path) -> None:
+    """On a --workers cluster (processes): a task whose worker dies runs once more; a task
+    that kills its worker twice is reported by model and shard, and the others still finish."""
+    marker = tmp_path / "died-once"
+
+    def dies_once(item: int) -> int:
+        if item == 1 and not marker.exists():
+            marker.write_text("")
+            os._exit(1)
+        return item * 10
+
+    def dies_always(item: int) -> int:
+        if item == 2:
+            os._exit(1)
+        return item * 10
+
+    got: dict[int, int] = {}
+    failures: list[str] = []
+    with open_runner(None, 2) as runner:
+        runner.map([1, 3], dies_once, got.__setitem__, str)
+        assert got == {1: 10, 3: 30} and marker.exists()
+        got.clear()
+        runner.map(
+            [2, 3],
+            dies_always,
+            got.__setitem__,
+            lambda item: f"m.onnx shard {item} of 2",
+            on_failure=lambda item, error: failures.append(str(error)),
+        )
+    assert got == {3: 30}
+    assert len(failures) == 1
+    assert failures[0].startswith("m.onnx shard 2 of 2 failed twice (retried once): ")
+    assert "died" in failures[0] and "\n" not in failures[0]

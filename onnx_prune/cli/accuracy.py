@@ -19,11 +19,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from onnx_prune.accuracy import measure_accuracy
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
+    add_distributed_arguments,
     is_embedded,
     model_argument,
     parse_eps,
     providers_from,
     resolve_model,
+    runner_from,
     write_json,
 )
 from onnx_prune.cli.analyze import (
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise InputDataError("--plot draws a sweep over ε; an ε map is one point: drop --plot")
     eps_map = read_eps_map(args.eps_map) if args.eps_map is not None else None
     source = sample_source(args, labels, embedded=is_embedded(model))
-    with _progress(console, quiet=args.json == "-") as progress:
+    with runner_from(args) as runner, _progress(console, quiet=args.json == "-") as progress:
         task = progress.add_task("pruned runs", total=None, done=0)
         report = measure_accuracy(
             loaded,
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             providers=providers_from(args),
             eps_map=eps_map,
             output=args.output,
+            runner=runner,
         )
     budgets = {"max_drop": args.max_top1_drop, "min_cosine": args.min_cosine}
     if args.json != "-":
@@ -204,6 +207,7 @@ def add_parser(commands: Subparsers) -> None:
         help="the classifier output to score with top-1/top-5/agreement/KL (default: the first "
         "output shaped [N, classes])",
     )
+    add_distributed_arguments(parser, what="the samples' shards")
     parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="draw top-1/agreement and load saved against ε"
