@@ -264,7 +264,7 @@ def vad_inputs(path: Path, samples: int = 5) -> dict[str, np.ndarray]:
     for sample in range(samples):
         x[sample, : sample + 1] = 0.0
         state[:, sample, : 10 * (sample + 1)] = 0.0
-    arrays = {"input": x, "state": state, "sr": np.array(16000, np.int64)}
+    arrays: dict[str, np.ndarray] = {"input": x, "state": state, "sr": np.array(16000, np.int64)}
     np.savez(path, **arrays)
     return arrays
 

@@ -304,7 +304,7 @@ def test_embedded_model_counts_match_numpy(tmp_path: Path) -> None:
 
 def test_quantized_feature_maps_are_zero_at_their_zero_point(tmp_path: Path) -> None:
     """A QLinearConv reads and writes uint8 maps: zero is the zero point, ε is in real units."""
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "xs": np.array(0.05, np.float32),
         "xz": np.array(128, np.uint8),
         "w": np.full((2, 1, 1, 1), 3, np.uint8),

@@ -296,7 +296,7 @@ def test_dequantize_linear_of_constants_is_resolved_at_any_opset(
     tmp_path: Path, opset: int, scale_shape: tuple[int, ...]
 ) -> None:
     q = np.arange(-4, 5, dtype=np.int8).reshape(1, 1, 3, 3)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "q": q,
         "scale": np.full(scale_shape, 0.5, np.float32),
         "zero": np.full(scale_shape, 2, np.int8),
@@ -408,7 +408,7 @@ def _partial_model(path: Path) -> Path:
             "If", ["flag"], ["z"], name="branch", then_branch=branch, else_branch=other
         ),
     ]
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "w": np.ones((2, 2, 1, 1), np.float32),
         "flag": np.array(True),
         "seq": np.ones((3, 1, 4), np.float32),
@@ -599,7 +599,7 @@ def test_a_dynamic_quantize_lstm_is_listed_with_its_weight_share(tmp_path: Path)
 
 def test_feature_map_scales_of_shape_one(tmp_path: Path) -> None:
     """Scales and zero points of shape [1] (not []): the map's zero point is still found."""
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "s": np.array([0.05], np.float32),
         "z": np.array([128], np.uint8),
         "w": np.full((2, 1, 1, 1), 3, np.int8),

@@ -119,7 +119,7 @@ def test_qlinear_conv_per_channel_zero_points(tmp_path: Path) -> None:
     weight[1] = 9
     zero_points = np.array([7, 8], np.uint8)
     names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "xs": np.array(1.0, np.float32),
         "xz": np.array(0, np.uint8),
         "w": weight,
