@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 
 from onnx_prune import distributed
@@ -277,6 +278,21 @@ def test_accuracy_element_granularity_in_shards_equals_serial(
     runner = DaskRunner(client, workers=2, shards=3, threads=1)
     serial = _accuracy(model, source, labels, granularity="element")
     assert _accuracy(model, source, labels, runner, granularity="element") == serial
+
+
+def test_probabilities_decided_before_sharding_as_the_serial_run_decides(
+    client: Any, sweep: tuple[Path, SampleSource, Labels], tmp_path: Path
+) -> None:
+    """A softmax output: the first batch reads it as probabilities, and so does every shard."""
+    _, source, labels = sweep
+    model = prunable_and_sensitive_model()
+    model.graph.node[-1].output[0] = "scores"
+    model.graph.node.append(onnx.helper.make_node("Softmax", ["scores"], ["y"], axis=1))
+    path = save(model, tmp_path, "softmax.onnx")
+    serial = _accuracy(path, source, labels)
+    assert serial["output_kind"] == "probabilities"
+    runner = DaskRunner(client, workers=2, shards=3, threads=1)
+    assert _accuracy(path, source, labels, runner) == serial
 
 
 def test_accuracy_on_the_synchronous_scheduler_equals_serial(
