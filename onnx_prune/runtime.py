@@ -268,7 +268,9 @@ class OrtSession:
 
         session_options = ort.SessionOptions()
         session_options.add_session_config_entry(_EXTERNAL_FOLDER_KEY, str(source.data_folder))
-        session_options.log_severity_level = 3
+        # 4 = fatal only: onnxruntime's own error log (coloured, several lines on standard error)
+        # would repeat what run() raises, and raises as one line
+        session_options.log_severity_level = 4
         _use_shared_arena(ort, session_options)
         if not options.optimize:
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -330,7 +332,7 @@ class OrtSession:
         except Exception as error:  # onnxruntime raises its own untyped exception classes
             if _is_allocation_failure(error):
                 raise OutOfMemoryError(out_of_memory_advice(_batch_of(feeds))) from None
-            raise UnsupportedModelError(f"onnxruntime failed: {first_line(error)}") from None
+            raise UnsupportedModelError(_run_failure(error, feeds)) from None
         self._log_cpu_nodes()
         return [np.asarray(result) for result in results]
 
@@ -347,7 +349,16 @@ class OrtSession:
         except Exception as error:  # onnxruntime raises its own untyped exception classes
             if _is_allocation_failure(error):
                 raise OutOfMemoryError(out_of_memory_advice(_batch_of(feeds))) from None
-            raise UnsupportedModelError(f"onnxruntime failed: {first_line(error)}") from None
+            raise UnsupportedModelError(_run_failure(error, feeds)) from None
+
+
+def _run_failure(error: Exception, feeds: Mapping[str, np.ndarray]) -> str:
+    """onnxruntime's one line for a failed run, with the shapes fed and what to try."""
+    shapes = ", ".join(f"{name} {list(np.shape(array))}" for name, array in feeds.items())
+    return (
+        f"onnxruntime failed on inputs {shapes}: {first_line(error)}; check that these shapes"
+        " suit the model (--size HxW for images, the arrays' shapes for --inputs)"
+    )
 
 
 def _is_allocation_failure(error: Exception) -> bool:

@@ -922,3 +922,42 @@ def test_ctrl_c_during_the_imports_is_one_line(world: Path, module: str) -> None
     )
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines() == ["interrupted"], done.stderr
+
+
+def test_a_model_that_fails_at_run_time_is_one_line_without_onnxruntime_log(world: Path) -> None:
+    """onnxruntime logs a failed kernel itself (coloured lines on fd 2); only our line remains."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "bias"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fixed_bias",
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 8, "H", "W"])],
+        [
+            numpy_helper.from_array(conv_weight(), "w"),
+            numpy_helper.from_array(np.zeros((1, 8, 8, 8), np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    save(model, world, "sized.onnx")
+    np.save(world / "small.npy", np.ones((2, 3, 5, 5), np.float32))
+    before = snapshot(world)
+    done = subprocess.run(
+        [sys.executable, "-m", "onnx_prune", "analyze", "sized.onnx", "--inputs", "small.npy"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=world,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert "\x1b" not in done.stderr and "[E:onnxruntime" not in done.stderr, done.stderr
+    # the batch is retried one sample at a time (a warning), then the one error line
+    assert len(lines) == 2 and lines[0].startswith("batches of 2 fail"), done.stderr
+    assert lines[1].startswith("error: onnxruntime failed on inputs x [1, 3, 5, 5]: "), lines
+    assert lines[1].endswith("(--size HxW for images, the arrays' shapes for --inputs)"), lines
+    assert snapshot(world) == before
