@@ -390,7 +390,7 @@ def test_weights_file_too_short_or_too_long_names_the_count(tmp_path: Path) -> N
     with pytest.raises(ConversionError, match=r"ends in the scales of layer_000_convolutional"):
         convert_darknet(cfg, weights)
     weights.write_bytes(data + bytes(20))
-    with pytest.raises(ConversionError, match=r"net.weights is 5 floats long for .*net.cfg"):
+    with pytest.raises(ConversionError, match=r"net.weights is 5 floats too long for .*net.cfg"):
         convert_darknet(cfg, weights)
     weights.write_bytes(data + bytes(2))
     with pytest.raises(ConversionError, match=r"not a whole number of float32"):

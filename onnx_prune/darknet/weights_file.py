@@ -136,7 +136,7 @@ def _check_float_count(
 ) -> None:
     if found > needed:
         raise ConversionError(
-            f"{weights_path} is {found - needed} floats long for {network.cfg_path} (the cfg "
+            f"{weights_path} is {found - needed} floats too long for {network.cfg_path} (the cfg "
             f"needs {needed}, the file has {found}): use the weights file made for this cfg"
         )
     if found < needed:
