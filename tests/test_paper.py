@@ -330,3 +330,18 @@ def test_analyze_shows_the_paper_block_for_the_embedded_model_or_with_paper(
     assert "Paper comparison: MobileNet v2" in capsys.readouterr().out
     assert main(["analyze", "--limit", "1"]) == 0  # the embedded model
     assert "Paper comparison: MobileNet v2" in capsys.readouterr().out
+
+
+def test_the_summary_keeps_every_number_at_80_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    status, text = run_cli(
+        capsys, "--cache", str(tmp_path), "--networks", "tiny", "--random-weights", "--limit", "2"
+    )
+    assert status == 0
+    summary = text[text.index("Fig 3, every network") :].splitlines()
+    assert all(len(line) <= 80 for line in summary), summary
+    assert "…" not in "\n".join(summary), summary
+    [measured] = [row for row in rows("\n".join(summary)) if row[:2] == ["tiny.cfg", "RANDOM"]]
+    assert len(measured) == 3 + 6 and all(cell.endswith("%") for cell in measured[3:]), measured

@@ -14,6 +14,7 @@ from onnx_prune.paper.measure import BATCH_SIZE, BITS, FIG3_PHOTO, PHOTOS, Measu
 from onnx_prune.paper.networks import EPS, PaperTable3
 from onnx_prune.paper.subjects import RANDOM_PRESET
 from onnx_prune.report import eps_label
+from onnx_prune.report.fit import keep_numbers
 
 Row = tuple[str, str, list[str]]
 SOURCE_LABELS = {"real": "measured", "random": "RANDOM", "stand-in": "STAND-IN"}
@@ -191,14 +192,12 @@ def format_settings(*, random_weights: bool) -> Text:
     return Text("\n".join(lines))
 
 
-def format_summary(results: Sequence[Measured | Missing]) -> Table:
-    """One line per network measured: what it is and its Fig 3 row beside the paper's."""
-    table = Table(
-        title="Fig 3, every network (conv-output values within ε, mean over conv layers)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
+def format_summary(results: Sequence[Measured | Missing]) -> RenderableType:
+    """One line per network measured: what it is and its Fig 3 row beside the paper's.
+
+    The title sits above the table (a long title would widen it) and the table keeps its
+    numbers at any width (``keep_numbers``)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("paper network", no_wrap=True)
     table.add_column("weights", no_wrap=True)
     table.add_column("layers", justify="right", no_wrap=True)
@@ -219,4 +218,5 @@ def format_summary(results: Sequence[Measured | Missing]) -> Table:
             *[percent(value) for value in result.fig3.paper_mean],
             end_section=True,
         )
-    return table
+    title = "Fig 3, every network (conv-output values within ε, mean over conv layers)"
+    return Group(Text(title), keep_numbers(table, names=(0,)))
