@@ -10,7 +10,7 @@ from rich.table import Table
 
 from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.feeds import SampleSource
-from onnx_prune.report import percent
+from onnx_prune.report import percent, plain_table
 from onnx_prune.report.analysis import format_analysis, format_layers
 from onnx_prune.report.fit import keep_numbers, shorten_middle, shorten_names
 from tests.builders import FLOAT, make_model, save
@@ -123,3 +123,19 @@ def test_tables_too_wide_for_the_terminal_are_split_not_cut() -> None:
         assert f"{1000.0 * index + 0.25:,.2f}" in text
     assert "…" not in text
     assert text.count("name") >= 2  # the name column repeated in every part
+
+
+def test_a_name_column_of_several_words_is_not_squeezed_into_the_numbers() -> None:
+    """Measured by its longest word, such a column let a table 'fit' that rendering then cut."""
+    table = plain_table("labels")
+    table.add_column("assignment", no_wrap=True)
+    headers = ("split", "samples", "saved %", "pred. saved %", "agreement", "pred. agreement")
+    for header in headers:
+        table.add_column(header, justify="right", no_wrap=True)
+    for label in ("per-layer map", "best uniform ε=0.5"):
+        table.add_row(label, "calibration", "3", "6.98", "6.97", "100.00%", "100.00%")
+    text = render(keep_numbers(table), 80)
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert text.count("100.00%") == 4 and text.count("best uniform ε=0.5") >= 2, text
+    for header in headers:
+        assert header in text, text

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 from collections.abc import Iterable, Sequence
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.table import Column, Table
@@ -215,7 +216,12 @@ def _shortened(column: Column, width: int) -> Column:
     text = [cell for cell in column.cells if isinstance(cell, str)]
     short = dict(zip(text, shorten_names(text, width), strict=True))
     cells = [short[cell] if isinstance(cell, str) else cell for cell in column.cells]
-    return dataclasses.replace(column, _cells=cells, max_width=None, overflow="fold")
+    # The shortened names stay whole: without a minimum, rich measures a name column by its
+    # longest word and the fit check passes a table that rendering then cuts at its last column.
+    widest = max((cell_len(cell) for cell in short.values()), default=0)
+    return dataclasses.replace(
+        column, _cells=cells, min_width=widest, max_width=None, overflow="fold"
+    )
 
 
 def _width(console: Console, options: ConsoleOptions, table: Table) -> int:
