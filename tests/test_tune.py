@@ -195,3 +195,14 @@ def test_report_text_is_golden(model: Path, inputs: Path) -> None:
     source = SampleSource(tensors=inputs)
     report = tune_model(loaded, source, budget=Budget("agreement", 1.0))
     assert_golden(render(format_tune(replace(report, model="model.onnx"))), "tune_tiny.txt")
+
+
+def test_report_keeps_every_cell_whole_at_80_columns(model: Path, inputs: Path) -> None:
+    """The comparison table cut its headers and labels ('sam…', 'calibra…') at 80 columns."""
+    loaded = load_model(model)
+    report = tune_model(loaded, SampleSource(tensors=inputs), budget=Budget("agreement", 1.0))
+    text = render(format_tune(replace(report, model="model.onnx")), width=80)
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text, text
+    for word in ("samples", "calibration", "held-out", "pred. agreement"):
+        assert word in text

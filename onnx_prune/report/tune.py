@@ -4,7 +4,6 @@ uniform ε on both splits, and the runs it took (the JSON document is in ``jsond
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.budget import Budget, Measured
@@ -96,7 +95,7 @@ def _cell(budget: Budget, point: SensitivityPoint) -> str:
     return f"{same}{_metric_text(budget, point.measured.metric)}{mark}"
 
 
-def format_comparison(report: TuneReport) -> Table:
+def format_comparison(report: TuneReport) -> RenderableType:
     """The per-layer map beside the best uniform ε, on both splits, all measured."""
     table = plain_table(
         "IFM load saved and the budget metric: the per-layer map against the best uniform ε "
@@ -131,7 +130,7 @@ def format_comparison(report: TuneReport) -> Table:
                 _metric_text(report.budget, metric),
             )
         table.add_section()
-    return table
+    return keep_numbers(table, names=(0,))
 
 
 def _uniform_label(report: TuneReport) -> str:
