@@ -1,6 +1,6 @@
 """The package data: the embedded model, its photos, ImageNet label lists, the paper's Darknet cfgs.
 
-Everything here ships in the wheel (about 19 MB, nearly all of it the model) with its provenance
+Everything here ships in the wheel (19 MB unpacked, nearly all of it the model) with its provenance
 in ``NOTICE.md`` beside it. ``DATA_DIR`` is the one place every user of these files starts from.
 """
 
