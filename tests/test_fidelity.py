@@ -177,6 +177,19 @@ def test_the_detector_from_the_command_line(
     assert document["max_eps_within_cosine"] == 0.1
 
 
+def test_the_fidelity_title_and_caption_do_not_wrap_with_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a pipe (120 columns) the narrow fidelity table wrapped its title over two lines."""
+    _samples(tmp_path)
+    model = save(detector(), tmp_path)
+    assert main(["accuracy", str(model), "--inputs", str(tmp_path / "x.npy"), "--eps", "0"]) == 0
+    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert "Output fidelity (pruned vs unpruned, mean over samples)" in lines
+    assert "cosine: 1 = same direction; rel. L2: ‖pruned − unpruned‖ / ‖unpruned‖" in lines
+    assert any("; 1 layer pruned at its input;" in line for line in lines), lines
+
+
 def test_output_must_name_a_classifier_output(tmp_path: Path) -> None:
     _samples(tmp_path)
     loaded = load_model(save(detector(), tmp_path))

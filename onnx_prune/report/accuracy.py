@@ -3,12 +3,13 @@ per ε, the budget lines and notes."""
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from onnx_prune.accuracy import AccuracyReport, EpsAccuracy, accuracy_drop
-from onnx_prune.report import eps_label, format_random_banner, plain_table
+from onnx_prune.report import eps_label, format_random_banner
 from onnx_prune.report.fit import keep_numbers
 
 
@@ -34,11 +35,8 @@ def format_accuracy(
 def format_fidelity(report: AccuracyReport) -> RenderableType:
     """Per output (rows) and ε (columns): mean cosine similarity and relative L2 error of the
     pruned output against the unpruned one."""
-    table = plain_table(
-        "Output fidelity (pruned vs unpruned, mean over samples)",
-        caption="cosine: 1 = same direction; rel. L2: ‖pruned − unpruned‖ / ‖unpruned‖",
-        caption_justify="left",
-    )
+    # Title and caption sit outside the table: inside, they wrap at the width of a narrow table.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("output", overflow="fold", min_width=12)
     table.add_column("", no_wrap=True)
     for result in report.results:
@@ -50,7 +48,11 @@ def format_fidelity(report: AccuracyReport) -> RenderableType:
         errors = [f"{result.outputs[name].relative_l2:.2e}" for result in report.results]
         table.add_row(name, "cosine", *cosines)
         table.add_row(f"({kind})", "rel. L2", *errors)
-    return keep_numbers(table, names=(0,))
+    return Group(
+        Text("Output fidelity (pruned vs unpruned, mean over samples)"),
+        keep_numbers(table, names=(0,)),
+        Text("cosine: 1 = same direction; rel. L2: ‖pruned − unpruned‖ / ‖unpruned‖"),
+    )
 
 
 def _table(report: AccuracyReport) -> Table:
@@ -83,10 +85,9 @@ def _caption(report: AccuracyReport) -> str:
         if report.scored_output is not None
         else "no output is shaped as class scores ([N, classes]): no top-k, agreement or KL"
     )
-    return (
-        f"{report.samples} samples ({labelled}); {report.pruned_layers} layers pruned at their "
-        f"input; {scored}"
-    )
+    one = report.pruned_layers == 1
+    layers = "1 layer pruned at its" if one else f"{report.pruned_layers} layers pruned at their"
+    return f"{report.samples} samples ({labelled}); {layers} input; {scored}"
 
 
 def _cells(report: AccuracyReport, result: EpsAccuracy) -> list[str]:
