@@ -310,6 +310,27 @@ def _cached_session(model: Path, task: SweepTask) -> tuple[LoadedModel, PrunedMo
     return _SESSIONS[key]
 
 
+def shard_session(model: Path, task: SweepTask) -> tuple[LoadedModel, PrunedModel, Session]:
+    """The pruned copy and session of ``model`` that this process keeps for ``task``, built
+    once (what ``sweep_shard`` runs on; ``tune``'s shards share it)."""
+    return _cached_session(model, task)
+
+
+def decide_first_batch(
+    session: Session,
+    pruned: PrunedModel,
+    loaded: LoadedModel,
+    batch: SampleBatch,
+    task: SweepTask,
+    batch_name: str | None,
+) -> tuple[SweepDecisions, tuple[str, ...]]:
+    """The decisions a sweep takes on its first batch ``batch`` (taken before sharding, as
+    ``measure_accuracy`` takes them) and the names of the model's outputs."""
+    outputs = _model_outputs(loaded.model, batch_name, task.output)
+    sweep = _Sweep(session, pruned, task.settings, task.labels, outputs)
+    return sweep.decide(batch), tuple(outputs.names)
+
+
 def pruned_copy(
     loaded: LoadedModel, granularity: Granularity, *, model_inputs: bool = False
 ) -> PrunedModel:

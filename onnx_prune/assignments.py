@@ -14,32 +14,44 @@ each pruned IFM's exact savings at every candidate ε.
   summed here over the layers that read the same IFM.
 - **Counting**: every session run and every sample row fed is counted (``RunCount``).
 
-The evaluator is the seam for running elsewhere (e.g. sharded over workers): anything with
-``measure(settings, split)`` serves the search.
+The evaluator is the seam for running elsewhere: anything with ``measure(settings, split)``
+serves the search. ``ShardedEvaluator`` measures each setting over a split in shards on Dask
+workers (``tune --workers N`` / ``--scheduler``): a split travels as the list of its sample
+numbers (``SampleSource.indices``), each shard of whole batches runs ``tune_shard`` (``accuracy``'s
+sweep of the range on the worker's cached session, its session runs counted) and the exact
+partial sums merge by ``+`` into the very report the serial sweep gives. Only the runs differ:
+workers keep no unpruned outputs between sweeps, so each sweep runs the unpruned model again.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
 from onnx_prune.accuracy import (
+    AccuracyPartial,
     AccuracyReport,
     BaselineCache,
     EpsSetting,
     SampleBatch,
+    SweepTask,
+    build_report,
+    shard_session,
     sweep_batches,
+    sweep_range,
 )
 from onnx_prune.bandwidth import estimate_bandwidth
 from onnx_prune.budget import Budget, Measured, measure
 from onnx_prune.calibrate import collect_activation_stats
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.errors import InputDataError
+from onnx_prune.feeds import Progress, SampleSource
 from onnx_prune.inputs import Batch, SkippedInput
 from onnx_prune.labels import Labels, Sample
 from onnx_prune.layers import ComputeLayer
@@ -53,6 +65,7 @@ from onnx_prune.weights import count_zero_weights
 Split = Literal["calibration", "holdout"]
 OpenSession = Callable[[ModelSource], Session]
 Array = np.ndarray[Any, Any]
+Part = TypeVar("Part")
 
 
 def is_held_out(index: int, fraction: float) -> bool:
@@ -152,6 +165,13 @@ class RunCount:
     analysis_runs: int = 0
     analysis_rows: int = 0
 
+    def add(self, other: RunCount) -> None:
+        """Add the runs counted elsewhere (a worker's shard)."""
+        self.runs += other.runs
+        self.rows += other.rows
+        self.analysis_runs += other.analysis_runs
+        self.analysis_rows += other.analysis_rows
+
 
 class CountingSession:
     """A session that counts its runs into a ``RunCount``."""
@@ -214,6 +234,96 @@ class SessionEvaluator:
             batch_name=self.batch_name,
         )
         self.reports[split] = report
+        return tuple(measure(self.budget, report, result) for result in report.results)
+
+
+class SplitRunner(Protocol):
+    """Runs a function on the shards of a sample source (``distributed.DaskRunner``)."""
+
+    threads: int | None
+
+    def in_shards(
+        self,
+        path: Path,
+        source: SampleSource,
+        plan: tuple[int, int],
+        function: Callable[[SampleSource], Part],
+        progress: Progress | None,
+    ) -> list[Part]:
+        """``function`` on each shard of whole batches; the parts in sample order."""
+        ...
+
+
+def split_source(
+    source: SampleSource, keys: Sequence[Sample], batches: Sequence[SampleBatch]
+) -> SampleSource:
+    """``source`` restricted to the samples of one split's ``batches``, in their order, as
+    sample numbers (``keys``: the feeder's samples of ``source``, image files or numbers)."""
+    if source.tensors is not None:
+        indices = [index for batch in batches for index in batch.batch.indexes]
+    else:
+        position = {key: source.start + number for number, key in reversed(list(enumerate(keys)))}
+        indices = [position[sample] for batch in batches for sample in batch.samples]
+    return replace(source, indices=tuple(indices), start=0, limit=None)
+
+
+def tune_shard(
+    model: Path, source: SampleSource, task: SweepTask
+) -> tuple[AccuracyPartial, RunCount]:
+    """What a worker runs for ``tune``: ``accuracy``'s sweep of one shard (``sweep_shard``'s
+    cached session and ``sweep_range``), and the session runs it made."""
+    if task.decisions is None:
+        raise ValueError("a shard needs the first batch's decisions, taken before sharding")
+    loaded, pruned, session = shard_session(model, task)
+    count = RunCount()
+    partial, _ = sweep_range(CountingSession(session, count), pruned, loaded, source, task)
+    return partial, count
+
+
+@dataclass
+class ShardedEvaluator:
+    """Measures settings over each split in shards on a runner's workers; the merged exact sums
+    give the report the serial sweep gives. ``tasks``: each split's sweep task (its first
+    batch's decisions taken here); ``count`` adds up the workers' session runs."""
+
+    runner: SplitRunner
+    path: Path
+    sources: Mapping[Split, SampleSource]
+    tasks: Mapping[Split, SweepTask]
+    loaded: LoadedModel
+    pruned: PrunedModel
+    budget: Budget
+    batch_size: int
+    outputs: tuple[str, ...]
+    count: RunCount
+
+    def measure(self, settings: Sequence[EpsSetting], split: Split) -> tuple[Measured, ...]:
+        """One sweep of ``settings`` over ``split``, in shards, merged in sample order."""
+        task = replace(self.tasks[split], settings=tuple(settings), threads=self.runner.threads)
+        source = self.sources[split]
+        path = self.path
+
+        def run(shard: SampleSource) -> tuple[AccuracyPartial, RunCount]:
+            return tune_shard(path, shard, task)
+
+        plan = (len(source.indices or ()), self.batch_size)
+        parts = self.runner.in_shards(path, source, plan, run, None)
+        partial = parts[0][0]
+        for part, _ in parts[1:]:
+            partial = partial + part
+        for _, count in parts:
+            self.count.add(count)
+        if task.decisions is None:
+            raise ValueError("a sharded sweep needs the first batch's decisions")
+        report = build_report(
+            partial,
+            task.decisions,
+            loaded=self.loaded,
+            pruned=self.pruned,
+            settings=task.settings,
+            outputs=self.outputs,
+            batch_size=self.batch_size,
+        )
         return tuple(measure(self.budget, report, result) for result in report.results)
 
 

@@ -111,6 +111,19 @@ class DaskRunner:
             merged = merged + part
         return merged
 
+    def in_shards(
+        self,
+        path: Path,
+        source: SampleSource,
+        plan: tuple[int, int],
+        function: Callable[[SampleSource], Part],
+        progress: Progress | None,
+    ) -> list[Part]:
+        """``function`` on each shard of ``source`` (``plan``: how many samples, and the batch
+        size; shards of whole batches), the parts in sample order (``tune``'s evaluations)."""
+        total, batch_size = plan
+        return self._in_shards(path, source, total, batch_size, function, progress)
+
     def _in_shards(
         self,
         path: Path,

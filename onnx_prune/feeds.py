@@ -17,6 +17,9 @@ that the same input file is fed the same way everywhere. The policy:
 - **Sample range.** Samples are numbered from 0 (files in sorted order; positions on the batch
   axis) and a source selects ``[start, start + limit)``, so workers that each take a range
   together see every sample exactly once. Unreadable images in the range are skipped and listed.
+  A source can instead select a list of sample numbers (``indices``, in the order given; then
+  ``start`` and ``limit`` count positions in that list): ``tune``'s interleaved splits travel to
+  workers this way, as numbers, never as arrays.
 
 Pure library: no printing; problems are ``InputDataError``.
 """
@@ -71,6 +74,8 @@ class SampleSource:
 
     ``start`` and ``limit`` select the samples ``[start, start + limit)`` (``limit`` None: to
     the end). ``strict`` makes an unreadable image an error instead of a skipped sample.
+    ``indices`` (None: every sample) selects these sample numbers, in this order; ``start`` and
+    ``limit`` then count positions in it.
     """
 
     images: tuple[Path, ...] = ()
@@ -82,6 +87,19 @@ class SampleSource:
     strict: bool = False
     start: int = 0
     batch_axes: BatchAxes = ()
+    indices: tuple[int, ...] | None = None
+
+    def select(self, available: int) -> Sequence[int]:
+        """The sample numbers this source feeds, of ``available`` (a range, or the chosen
+        positions of ``indices``)."""
+        if self.indices is None:
+            return range(self.start, _stop(self, available))
+        chosen = self.indices[self.start : _stop(self, len(self.indices))]
+        if any(not 0 <= index < available for index in chosen):
+            raise InputDataError(
+                f"sample numbers {min(chosen)} to {max(chosen)} asked for, of {available} samples"
+            )
+        return chosen
 
     def sample_range(self, start: int, stop: int) -> SampleSource:
         """This source restricted to samples ``[start, stop)`` (for one worker of several)."""
@@ -215,13 +233,14 @@ class Feeder:
         self.skipped: list[SkippedInput] = []
         self.padded = 0
         self._files: tuple[Path, ...] = ()
+        self._indexes: Sequence[int] = ()
         self._batches, self.total = self._open()
 
     def sample_keys(self) -> Sequence[Path | int]:
         """The samples of the range: image files, or sample numbers in the tensor file."""
         if self.source.tensors is None:
             return self._files
-        return range(self.source.start, self.source.start + self.total)
+        return self._indexes
 
     @property
     def batch_name(self) -> str | None:
@@ -256,7 +275,7 @@ class Feeder:
         source = self.source
         layout = self._image_input()
         files = find_images(list(source.images))
-        chosen = files[source.start : _stop(source, len(files))]
+        chosen = [files[index] for index in source.select(len(files))]
         if not chosen:
             raise InputDataError(f"no image in sample range {_range_text(source, len(files))}")
         size = image_size_for(layout.shape, source.size, name=layout.name)
@@ -288,8 +307,8 @@ class Feeder:
     def _tensor_batches(self, path: Path) -> tuple[Iterator[Batch], int]:
         tensors = open_tensor_inputs(path, [lay.name for lay in self.layouts], axes=self.axes)
         source = self.source
-        stop = _stop(source, tensors.count)
-        if source.start >= stop:
+        chosen = source.select(tensors.count)
+        if not chosen:
             raise InputDataError(
                 f"{path} holds {tensors.count} samples: sample range "
                 f"{_range_text(source, tensors.count)} is empty"
@@ -299,28 +318,27 @@ class Feeder:
             for lay in self.layouts
             if lay.axis is None
         }
+        self._indexes = chosen
         batches = (
             self._tensor_batch(
-                path, tensors.arrays, fixed, start, min(start + self.batch_size, stop)
+                path, tensors.arrays, fixed, tuple(chosen[start : start + self.batch_size])
             )
-            for start in range(source.start, stop, self.batch_size)
+            for start in range(0, len(chosen), self.batch_size)
         )
-        return batches, stop - source.start
+        return batches, len(chosen)
 
     def _tensor_batch(
         self,
         path: Path,
         arrays: Mapping[str, Array],
         fixed: Mapping[str, Array],
-        start: int,
-        stop: int,
+        indexes: tuple[int, ...],
     ) -> Batch:
         sliced = dict(fixed)
         for layout in self.layouts:
             if layout.axis is not None:
-                part = np.array(_take(arrays[layout.name], layout.axis, start, stop))
+                part = np.array(_take_indexes(arrays[layout.name], layout.axis, indexes))
                 sliced[layout.name] = cast_input(part, layout, str(path))
-        indexes = tuple(range(start, stop))
         names = tuple(f"{path.name}[{index}]" for index in indexes)
         return Batch(sliced, names, axes=self.axes, indexes=indexes)
 
@@ -384,6 +402,13 @@ def _take(array: Array, axis: int, start: int, stop: int) -> Array:
     index: list[slice] = [slice(None)] * array.ndim
     index[axis] = slice(start, stop)
     return array[tuple(index)]
+
+
+def _take_indexes(array: Array, axis: int, indexes: tuple[int, ...]) -> Array:
+    """The samples ``indexes`` along ``axis`` (a slice when they are consecutive)."""
+    if indexes == tuple(range(indexes[0], indexes[0] + len(indexes))):
+        return _take(array, axis, indexes[0], indexes[0] + len(indexes))
+    return np.take(array, list(indexes), axis=axis)
 
 
 def _pad(array: Array, axis: int | None, missing: int) -> Array:

@@ -23,33 +23,45 @@
    τ next to a failing one, not necessarily the largest passing one.
 5. **Held-out check**: the chosen map and the best uniform ε run on the held-out split.
 
-Everything is measured on one pruning session; ``Evaluator`` is the seam for other runners.
+Everything is measured on one pruning session; ``Evaluator`` is the seam for other runners:
+with a ``runner`` (``tune --workers N`` / ``--scheduler``) every sweep of steps 2–5 runs in shards
+on Dask workers (``assignments.ShardedEvaluator``) and merges into the same figures.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from onnx_prune import runtime
-from onnx_prune.accuracy import EpsSetting, feed_samples, pruned_copy
+from onnx_prune.accuracy import (
+    EpsSetting,
+    SweepTask,
+    decide_first_batch,
+    feed_samples,
+    pruned_copy,
+)
 from onnx_prune.assignments import (
     CountingSession,
     Evaluator,
     RunCount,
     SessionEvaluator,
+    ShardedEvaluator,
+    Split,
+    SplitRunner,
     SplitSamples,
     TensorSavings,
     measure_savings,
     split_samples,
+    split_source,
 )
 from onnx_prune.budget import Budget, Measured
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.epsmap import EpsMap
 from onnx_prune.errors import InputDataError
-from onnx_prune.feeds import SampleSource, SessionFactory
+from onnx_prune.feeds import Feeder, SampleSource, SessionFactory
 from onnx_prune.inputs import SkippedInput
 from onnx_prune.labels import Labels
 from onnx_prune.layers import find_compute_layers
@@ -371,11 +383,14 @@ def tune_model(
     labels: Labels | None = None,
     providers: Providers | None = None,
     session_factory: SessionFactory = runtime.open_session,
+    runner: SplitRunner | None = None,
 ) -> TuneReport:
     """Choose one ε per pruned IFM of ``loaded`` under ``budget`` and check it on held-out
     samples; every figure is measured on one session of the pruning graph (plus one run of
     analyze's probed model for the savings). ``providers``: the onnxruntime execution providers
-    (default: the CPU); ``session_factory`` replaces onnxruntime (tests)."""
+    (default: the CPU); ``session_factory`` replaces onnxruntime (tests). ``runner``
+    (``distributed.DaskRunner``) measures every sweep in shards on workers, with the same
+    result (only ``runs`` counts more unpruned runs: workers keep no baselines)."""
     candidates = _checked_candidates(candidates)
     if budget.kind == "top1_drop" and labels is None:
         raise InputDataError("--max-top1-drop needs --labels; without labels use --min-agreement")
@@ -398,15 +413,73 @@ def tune_model(
             loaded, scan.layers, pruned, samples.calibration, candidates,
             open_session=analysis_session,
         )  # fmt: skip
-        evaluator = SessionEvaluator(
+        evaluator: Evaluator = SessionEvaluator(
             session, pruned, samples, loaded, labels, budget, size, feeder.batch_name
         )
+        if runner is not None:
+            setup = _Setup(loaded, pruned, session, feeder, labels, budget, providers, count)
+            evaluator = _sharded(runner, setup, samples, source)
         search = search_eps(evaluator, savings, candidates, budget)
         held_out = _held_out(evaluator, search, candidates, samples.count("holdout"))
     return _report(
         loaded, pruned, budget, candidates, holdout, search, savings, samples, held_out, count,
         size,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What a sharded evaluator is built from."""
+
+    loaded: LoadedModel
+    pruned: PrunedModel
+    session: Session
+    feeder: Feeder
+    labels: Labels | None
+    budget: Budget
+    providers: Providers | None
+    count: RunCount
+
+
+def _sharded(
+    runner: SplitRunner, setup: _Setup, samples: SplitSamples, source: SampleSource
+) -> ShardedEvaluator:
+    """Each split as sample numbers and a sweep task with its first batch's decisions (taken
+    here, as the serial sweep takes them on that batch)."""
+    keys = setup.feeder.sample_keys()
+    base = SweepTask(
+        settings=(0.0,),
+        granularity=setup.pruned.granularity,
+        labels=setup.labels,
+        providers=setup.providers or Providers(),
+        model_inputs=False,
+        output=None,
+    )
+    sources: dict[Split, SampleSource] = {}
+    tasks: dict[Split, SweepTask] = {}
+    outputs: tuple[str, ...] = ()
+    splits: tuple[Split, ...] = ("calibration", "holdout")
+    for split in splits:
+        batches = samples.of(split)
+        if not batches:
+            continue
+        sources[split] = split_source(source, keys, batches)
+        decisions, outputs = decide_first_batch(
+            setup.session, setup.pruned, setup.loaded, batches[0], base, setup.feeder.batch_name
+        )
+        tasks[split] = replace(base, decisions=decisions)
+    return ShardedEvaluator(
+        runner,
+        setup.loaded.path,
+        sources,
+        tasks,
+        setup.loaded,
+        setup.pruned,
+        setup.budget,
+        setup.feeder.batch_size,
+        outputs,
+        setup.count,
+    )
 
 
 def _checked_candidates(candidates: Sequence[float]) -> tuple[float, ...]:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,17 @@ import pytest
 from onnx_prune import distributed
 from onnx_prune.accuracy import measure_accuracy, sweep_shard
 from onnx_prune.analysis import analyze_model
+from onnx_prune.budget import Budget
 from onnx_prune.cli import main
 from onnx_prune.distributed import DaskRunner, DistributedError, open_runner
 from onnx_prune.errors import MissingExtraError
 from onnx_prune.feeds import SampleSource
 from onnx_prune.fidelity import ExactSum
-from onnx_prune.jsondoc import accuracy_document, analysis_document, zoo_document
+from onnx_prune.jsondoc import accuracy_document, analysis_document, tune_document, zoo_document
 from onnx_prune.labels import Labels, load_labels
 from onnx_prune.load import load_model
 from onnx_prune.shards import plan_shards
+from onnx_prune.tune import tune_model
 from onnx_prune.zoo import ZooJob, ZooModel, ZooOutcome, run_zoo
 from tests.builders import (
     conv_relu_model,
@@ -394,3 +396,85 @@ def test_a_worker_that_dies_is_retried_once_then_named(tmp_path: Path) -> None:
     assert failures[0].startswith("m.onnx shard 2 of 2 failed twice (retried once): ")
     assert "died" in failures[0] and "\n" not in failures[0]
     gc.collect()
+
+
+# --- tune: every sweep of a split in shards --------------------------------------------------
+
+
+@dataclass
+class _CountedRunner:
+    """A runner that records how many samples each sweep it shards holds."""
+
+    inner: DaskRunner
+    swept: list[int] = field(default_factory=list)
+
+    @property
+    def threads(self) -> int | None:
+        return self.inner.threads
+
+    def in_shards(
+        self, path: Path, source: SampleSource, plan: Any, function: Any, progress: Any
+    ) -> Any:
+        self.swept.append(plan[0])
+        return self.inner.in_shards(path, source, plan, function, progress)
+
+
+@pytest.fixture
+def tuned(tmp_path: Path) -> tuple[Path, SampleSource]:
+    """10 samples in batches of 2: 7 calibrate (4 batches, the last short), 3 held out (2)."""
+    model = save(prunable_and_sensitive_model(), tmp_path)
+    np.save(tmp_path / "x.npy", tune_samples())
+    return model, SampleSource(tensors=tmp_path / "x.npy", batch_size=2)
+
+
+def test_tune_on_workers_equals_serial(client: Any, tuned: tuple[Path, SampleSource]) -> None:
+    model, source = tuned
+    budget = Budget("agreement", 1.0)
+    serial = tune_model(load_model(model), source, budget=budget)
+    runner = _CountedRunner(DaskRunner(client, workers=2, shards=3, threads=1))
+    sharded = tune_model(load_model(model), source, budget=budget, runner=runner)
+    assert serial.eps_map is not None and sharded.eps_map == serial.eps_map
+    assert serial.eps_map.eps == {"r1": 0.3, "flat": 0.0}  # a real choice
+    expected, got = tune_document(serial), tune_document(sharded)
+    serial_runs, sharded_runs = expected.pop("runs"), got.pop("runs")
+    assert got == expected
+    # every run on a worker is counted: the serial run's, plus the unpruned run of every batch
+    # of every sweep after the first of its split (workers keep no baselines), plus the two
+    # first-batch decisions (one per split) taken before sharding
+    assert sorted(set(runner.swept)) == [3, 7]
+    batches = {7: 4, 3: 2}
+    extra_runs = sum(batches[n] for n in runner.swept) - sum(batches.values()) + 2
+    extra_rows = sum(runner.swept) - 10 + 2 * 2
+    assert sharded_runs == {
+        **serial_runs,
+        "session_runs": serial_runs["session_runs"] + extra_runs,
+        "sample_rows": serial_runs["sample_rows"] + extra_rows,
+    }
+
+
+def test_tune_cli_on_the_synchronous_scheduler_equals_serial(
+    tuned: tuple[Path, SampleSource], tmp_path: Path
+) -> None:
+    model, source = tuned
+    base = ["tune", str(model), "--inputs", str(source.tensors), "--batch-size", "2"]
+    documents, maps = [], []
+    for name, extra in (("serial", []), ("synchronous", ["--scheduler", "synchronous"])):
+        out, eps_map = tmp_path / f"{name}.json", tmp_path / f"{name}.map.json"
+        assert main([*base, "--json", str(out), "--eps-map", str(eps_map), *extra]) == 0
+        document = json.loads(out.read_text())
+        document.pop("runs")
+        documents.append(document)
+        maps.append(eps_map.read_bytes())
+    assert documents[0] == documents[1]
+    assert maps[0] == maps[1]
+
+
+def test_tune_without_the_flags_never_imports_dask(tuned: tuple[Path, SampleSource]) -> None:
+    model, source = tuned
+    code = (
+        "import sys; from onnx_prune.cli import main; "
+        f"status = main(['tune', {str(model)!r}, '--inputs', {str(source.tensors)!r}, "
+        "'--json', '-']); assert status == 0; assert 'dask' not in sys.modules, 'dask imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

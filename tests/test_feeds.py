@@ -338,3 +338,39 @@ def test_a_batch_axis_for_one_model_of_the_zoo_leaves_the_others_alone(
     models = json.loads((tmp_path / "z.json").read_text())["models"]
     assert [(m["model"], m["status"]) for m in models] == [("conv.onnx", "ok"), ("vad.onnx", "ok")]
     capsys.readouterr()
+
+
+# --- a source of sample numbers (tune's splits on workers) ---------------------------------
+
+
+def test_a_source_of_sample_numbers_feeds_them_in_order_in_whole_batches(tmp_path: Path) -> None:
+    x = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    np.save(tmp_path / "x.npy", x)
+    chosen = (5, 0, 1, 2, 6)
+    source = SampleSource(tensors=tmp_path / "x.npy", batch_size=2, indices=chosen)
+    feeder = Feeder(source, [TensorSpec("x", F32, ("batch", 3))])
+    batches = list(feeder.batches())
+    assert [batch.indexes for batch in batches] == [(5, 0), (1, 2), (6,)]
+    np.testing.assert_array_equal(np.concatenate([b.arrays["x"] for b in batches]), x[list(chosen)])
+    assert feeder.total == 5 and list(feeder.sample_keys()) == list(chosen)
+    # a range of such a source counts positions in the list (a shard of a split)
+    shard = Feeder(source.sample_range(2, 4), [TensorSpec("x", F32, ("batch", 3))])
+    assert [batch.indexes for batch in shard.batches()] == [(1, 2)]
+
+
+def test_a_source_of_image_numbers_feeds_those_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (2, 2), (10, 20, 30)).save(tmp_path / name)
+    source = SampleSource(images=(tmp_path,), preset="darknet", batch_size=4, indices=(2, 0))
+    feeder = Feeder(source, [TensorSpec("x", F32, ("batch", 3, 2, 2))])
+    (batch,) = feeder.batches()
+    assert [Path(name).name for name in batch.names] == ["c.png", "a.png"]
+
+
+def test_sample_numbers_beyond_the_samples_are_one_clear_error(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((3, 3), np.float32))
+    source = SampleSource(tensors=tmp_path / "x.npy", indices=(1, 3))
+    with pytest.raises(InputDataError, match="sample numbers 1 to 3 asked for, of 3 samples"):
+        Feeder(source, [TensorSpec("x", F32, ("batch", 3))])

@@ -16,6 +16,7 @@ from rich.console import Console
 from onnx_prune.budget import Budget
 from onnx_prune.cli import (
     DEFAULT_IMAGES,
+    add_distributed_arguments,
     files_under,
     is_embedded,
     model_argument,
@@ -23,6 +24,7 @@ from onnx_prune.cli import (
     parse_eps,
     providers_from,
     resolve_model,
+    runner_from,
     write_json,
 )
 from onnx_prune.cli.accuracy import sample_source
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     loaded = load_model(model)
     labels = load_labels(args.labels) if args.labels is not None else None
     source = sample_source(args, labels, embedded=is_embedded(model))
-    with console.status("tuning: savings, uniform sweep, sensitivity, validation"):
+    status = console.status("tuning: savings, uniform sweep, sensitivity, validation")
+    with runner_from(args) as runner, status:
         report = tune_model(
             loaded,
             source,
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             granularity=args.granularity,
             labels=labels,
             providers=providers_from(args),
+            runner=runner,
         )
     quiet = args.json == "-"
     if not quiet:
@@ -169,6 +173,7 @@ def add_parser(commands: Subparsers) -> None:
         default="channel",
         help="prune whole channels (default) or single values",
     )
+    add_distributed_arguments(parser, what="each sweep's shards")
     parser.add_argument("--json", metavar="PATH", help="write the JSON document (- for stdout)")
     parser.add_argument("--eps-map", type=Path, metavar="PATH", help="write the chosen ε map")
     parser.add_argument(
