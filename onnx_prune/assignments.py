@@ -240,7 +240,10 @@ class SessionEvaluator:
 class SplitRunner(Protocol):
     """Runs a function on the shards of a sample source (``distributed.DaskRunner``)."""
 
-    threads: int | None
+    @property
+    def threads(self) -> int | None:
+        """onnxruntime's intra-op threads in each worker (None: its default)."""
+        ...
 
     def in_shards(
         self,
