@@ -92,13 +92,14 @@ def add_distributed_arguments(parser: argparse.ArgumentParser, *, what: str) -> 
     )
     parser.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help=f"run {what} on a local Dask cluster of N worker processes",
     )
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """A whole number above zero."""
     try:
         value = int(text)
     except ValueError:

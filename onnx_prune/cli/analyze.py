@@ -26,6 +26,7 @@ from onnx_prune.cli import (
     model_argument,
     model_inputs,
     parse_eps,
+    positive_int,
     providers_from,
     resolve_model,
     runner_from,
@@ -66,17 +67,6 @@ def parse_tile(text: str) -> tuple[int, int]:
         return parse_size(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"--tile takes H or HxW above 0, got '{text}'") from None
-
-
-def positive_int(text: str) -> int:
-    """A whole number above zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
-    return value
 
 
 def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:

@@ -32,6 +32,7 @@ from onnx_prune.cli import (
     is_embedded,
     model_inputs,
     parse_eps,
+    positive_int,
     providers_from,
     runner_from,
     write_json,
@@ -41,7 +42,6 @@ from onnx_prune.cli.analyze import (
     add_batch_arguments,
     batch_axes_from,
     parse_size,
-    positive_int,
 )
 from onnx_prune.distributed import DaskRunner
 from onnx_prune.errors import InputDataError, OutputPathError
