@@ -4,9 +4,8 @@
 bandwidth and pruning fields, so one parser serves every command. ``accuracy``, the ε map file,
 ``zoo --json``, ``zoo --save-baseline`` and ``paper --json`` have their own documents below.
 Field names are an interface that CI scripts depend on: add fields freely, never rename or remove
-them. JSON Schemas in ``onnx_prune/schemas/`` describe the weights, analyze, accuracy, ε map, zoo
-and baseline documents (its README says how to add a field); the tests validate every such
-document they write against them.
+them. JSON Schemas in ``onnx_prune/schemas/`` describe every one of them (its README says how to
+add a field); the tests validate every document they write against them.
 """
 
 from __future__ import annotations

@@ -170,6 +170,7 @@ def test_fp32_and_its_int8_copy(tmp_path: Path, capsys: pytest.CaptureFixture[st
         ),
     ],
 )
+@pytest.mark.unknown_documents
 def test_bad_documents_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
 ) -> None:

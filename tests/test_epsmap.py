@@ -60,6 +60,7 @@ def test_map_file_round_trips_with_the_schema_the_issue_names(tmp_path: Path) ->
         ('{"schema_version": 1, "eps": {"r1": "big"}}', "ε of 'r1' is 'big', not a number"),
     ],
 )
+@pytest.mark.unknown_documents
 def test_bad_map_files_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(text)

@@ -102,7 +102,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         pixels = np.full((8, 8, 3), 40 * index + 20, np.uint8)
         Image.fromarray(pixels).save(tmp_path / "images" / name)
     (tmp_path / "labels.csv").write_text("a.png,0\nb.png,1\n")
-    (tmp_path / "base.json").write_text('{"schema_version": 1, "eps": [0.0], "models": {}}\n')
+    (tmp_path / "base.json").write_text(  # an empty zoo baseline, as zoo --save-baseline writes
+        '{"schema_version": 1, "tool": "onnx-prune zoo", "eps": [0.0], '
+        '"providers": ["CPUExecutionProvider"], "provider_options": {}, "models": {}}\n'
+    )
     (tmp_path / "zoo").mkdir()
     save(model, tmp_path / "zoo", "z.onnx")
     (tmp_path / "zin").mkdir()
@@ -110,7 +113,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "link.onnx").symlink_to("model.onnx")
     os.link(tmp_path / "model.onnx", tmp_path / "hard.onnx")
     _darknet_pair(tmp_path)
-    (tmp_path / "map.json").write_text('{"schema_version": 1, "eps": {"x": 0.1}}\n')
+    (tmp_path / "map.json").write_text(
+        '{"schema_version": 1, "model": "model.onnx", "metric": "by hand", "eps": {"x": 0.1}}\n'
+    )
     (tmp_path / "zoo" / "onnx-prune.toml").write_text('["z.onnx"]\npreset = "imagenet"\n')
     (tmp_path / "cfg.toml").write_text('["z.onnx"]\nimages = "images"\n')
     return tmp_path

@@ -179,7 +179,14 @@ def test_cuda_counts_equal_cpu_counts(tmp_path: Path) -> None:
 
 def test_a_baseline_made_on_another_provider_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "baseline.json"
-    document = {"schema_version": 1, "eps": [0.0], "providers": [CUDA, CPU], "models": {}}
+    document = {
+        "schema_version": 1,
+        "tool": "onnx-prune zoo",
+        "eps": [0.0],
+        "providers": [CUDA, CPU],
+        "provider_options": {},
+        "models": {},
+    }
     path.write_text(json.dumps(document))
     baseline = read_baseline(path)
     assert baseline.providers == (CUDA, CPU)

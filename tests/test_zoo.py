@@ -414,6 +414,7 @@ def test_load_figures_come_from_the_bandwidth_model(tmp_path: Path) -> None:
         (["--json", "no/such/folder.json"], "no/such does not exist: create the folder first"),
     ],
 )
+@pytest.mark.unknown_documents  # baselines of schema_version 99 and without "tool" on purpose
 def test_usage_errors_exit_2(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

@@ -13,7 +13,7 @@ SCHEMAS_DIR = Path(__file__).resolve().parent
 ID_BASE = "https://onnx-prune.invalid/schemas/"
 """The base of every schema's ``$id``: an identifier (``.invalid`` never resolves), not a URL."""
 
-DOCUMENTS = ("weights", "analyze", "accuracy", "eps-map", "zoo", "baseline")
+DOCUMENTS = ("weights", "analyze", "accuracy", "eps-map", "zoo", "baseline", "tune", "paper")
 """One schema per document; ``common`` holds the pieces they share."""
 
 
