@@ -341,7 +341,25 @@ def bench_vgg(folder: Path) -> dict[str, object]:
 def vgg_model(folder: Path, size: int = 112) -> Path:
     """VGG-16's 13 convolutions (random weights, ReLU, max pooling), classifier left out."""
     rng = np.random.default_rng(0)
-    widths = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+    widths: list[int | str] = [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+    ]
     nodes, initializers, previous, channels = [], [], "input", 3
     for index, width in enumerate(widths):
         if width == "M":

@@ -71,7 +71,14 @@ def pool(x: np.ndarray, size: int, stride: int, padding: str, kind: str) -> np.n
     return out
 
 
-def batch_norm(x, gamma, beta, mean, variance, epsilon):
+def batch_norm(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    mean: np.ndarray,
+    variance: np.ndarray,
+    epsilon: float,
+) -> np.ndarray:
     return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
 
 

@@ -144,6 +144,7 @@ def test_labelled_images_give_exact_numbers(tmp_path: Path) -> None:
     assert (zero.top1, tenth.top1, fifth.top1) == (1.0, 1.0, 0.75)
     assert (zero.top5, fifth.top5) == (1.0, 1.0)  # classes 3, 4, 5, 0, 1 include dim's 1
     assert (zero.agreement, tenth.agreement, fifth.agreement) == (1.0, 1.0, 0.8)
+    assert tenth.kl is not None and fifth.kl is not None
     assert zero.kl == 0.0 and 0 < tenth.kl < fifth.kl
     # IFM values: conv 12 and Gemm 3 per image, 75 in all. Pruned at ε = 0: two zero colour
     # planes (8) and two zero means (2) for each pure colour, one plane (4) + one mean for dim.

@@ -265,7 +265,7 @@ def vad_inputs(path: Path, samples: int = 5) -> dict[str, np.ndarray]:
         x[sample, : sample + 1] = 0.0
         state[:, sample, : 10 * (sample + 1)] = 0.0
     arrays: dict[str, np.ndarray] = {"input": x, "state": state, "sr": np.array(16000, np.int64)}
-    np.savez(path, **arrays)
+    np.savez(path, input=arrays["input"], state=arrays["state"], sr=arrays["sr"])
     return arrays
 
 

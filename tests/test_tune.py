@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 def _tune(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], model: Path, inputs: Path, *extra: str
-) -> tuple[dict[str, object], dict[str, object], str]:
+) -> tuple[dict[str, Any], dict[str, Any], str]:
     out, eps_map = tmp_path / "tune.json", tmp_path / "map.json"
     status, text = _run(
         capsys, "tune", str(model), "--inputs", str(inputs), "--json", str(out),
@@ -64,7 +65,7 @@ def test_the_prunable_layer_gets_a_large_eps_and_the_sensitive_one_zero(
     assert eps_map["schema_version"] == 1
     assert eps_map["metric"] == "agreement >= 1"
     assert eps_map["eps"] == {"r1": 0.3, "flat": 0.0}
-    layers = {layer["tensor"]: layer for layer in document["sensitivity"]}  # type: ignore[attr-defined]
+    layers = {layer["tensor"]: layer for layer in document["sensitivity"]}
     r1 = {point["eps"]: point for point in layers["r1"]["points"]}
     flat = {point["eps"]: point for point in layers["flat"]["points"]}
     # r1: channels 0-1 (at most 0.3) are pruned from 0.3 on, and change nothing.
@@ -76,7 +77,7 @@ def test_the_prunable_layer_gets_a_large_eps_and_the_sensitive_one_zero(
     assert "Per-layer ε under agreement >= 1" in text
     assert "per-layer map calibration 7 47.76 47.76 100.00% 100.00%" in text
     assert "best uniform ε=0 calibration 7 0.00 0.00 100.00%" in text
-    splits = document["splits"]  # type: ignore[index]
+    splits = document["splits"]
     assert splits["calibration"]["samples"] == 7 and splits["holdout"]["samples"] == 3
 
 
@@ -89,7 +90,7 @@ def test_the_map_through_accuracy_reproduces_the_measured_metric_exactly(
         tmp_path, capsys, model, inputs, "--labels", str(labels), "--max-top1-drop", "0",
         "--holdout", "0",
     )  # fmt: skip
-    tuned = document["splits"]["calibration"]["map"]  # type: ignore[index]
+    tuned = document["splits"]["calibration"]["map"]
     out = tmp_path / "accuracy.json"
     status, text = _run(
         capsys, "accuracy", str(model), "--inputs", str(inputs), "--labels", str(labels),
@@ -110,10 +111,10 @@ def test_cosine_budget_serves_a_model_without_class_scores(
     document, eps_map, text = _tune(tmp_path, capsys, model, inputs, "--min-cosine", "0.999")
     assert eps_map["metric"] == "cosine >= 0.999"
     assert eps_map["eps"] == {"r1": 0.3, "r2": 0.0}
-    layers = {layer["tensor"]: layer for layer in document["sensitivity"]}  # type: ignore[attr-defined]
+    layers = {layer["tensor"]: layer for layer in document["sensitivity"]}
     r2 = {point["eps"]: point for point in layers["r2"]["points"]}
     assert r2[0.05]["within"] is False and r2[0.05]["metric"] < 0.999
-    calibration = document["splits"]["calibration"]["map"]  # type: ignore[index]
+    calibration = document["splits"]["calibration"]["map"]
     assert calibration["metric"] == pytest.approx(1.0, abs=1e-12)
     assert "cosine" in text
 
