@@ -910,6 +910,36 @@ def test_a_closed_standard_output_is_one_line(world: Path) -> None:
     ]
 
 
+def test_a_closed_standard_output_without_an_output_file_is_one_line(world: Path) -> None:
+    before = snapshot(world)
+    done = subprocess.run(
+        f"{sys.executable} -m onnx_prune weights model.onnx >&-",
+        shell=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: standard output is closed, so the report has nowhere to go: "
+        "give --json FILE or open standard output"
+    ]
+    assert snapshot(world) == before
+
+
+def test_a_closed_standard_output_with_an_output_file_still_runs(world: Path) -> None:
+    done = subprocess.run(
+        f"{sys.executable} -m onnx_prune weights model.onnx --json out.json >&-",
+        shell=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        cwd=world,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((world / "out.json").read_text())["schema_version"] == 1
+
+
 @pytest.mark.parametrize("module", ["onnx", "numpy", "rich"])
 def test_ctrl_c_during_the_imports_is_one_line(world: Path, module: str) -> None:
     """An import that is interrupted: a module of that name raising KeyboardInterrupt."""

@@ -239,6 +239,7 @@ def _run(argv: Sequence[str] | None) -> int:
     console = EscapingConsole(width=PIPE_WIDTH if wide else None)
     _show_log(args)
     try:
+        _check_report_has_somewhere_to_go(args)
         handler: Handler = args.handler
         return handler(args, console)
     except OnnxPruneError as error:
@@ -249,6 +250,22 @@ def _run(argv: Sequence[str] | None) -> int:
     except MemoryError:
         _print_error(_memory_advice(args))
     return 2
+
+
+_FILE_OUTPUTS = ("json", "markdown", "save_baseline", "plot")
+
+
+def _check_report_has_somewhere_to_go(args: argparse.Namespace) -> None:
+    """A command whose report goes to standard output, run with standard output closed (``>&-``)
+    and no output file, would do all its work and show nothing: refuse it before any work."""
+    if sys.stdout is not None or not hasattr(args, "json"):
+        return
+    # ``--json -`` is refused by the output check, with its own message
+    if all(getattr(args, name, None) is None for name in _FILE_OUTPUTS):
+        raise InputDataError(
+            "standard output is closed, so the report has nowhere to go: "
+            "give --json FILE or open standard output"
+        )
 
 
 def _show_log(args: argparse.Namespace) -> None:
