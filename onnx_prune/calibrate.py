@@ -364,27 +364,22 @@ def _count_values(
     if not np.isfinite(magnitude).all():
         raise UnsupportedModelError(_NOT_FINITE)
     planes = magnitude.reshape(samples, values.shape[1], -1)
-    channels, plane = planes.shape[1], planes.shape[2]
+    plane = planes.shape[2]
     zeros = np.stack([np.count_nonzero(planes <= b, axis=(1, 2)) for b in bounds], axis=1)
     channel_max = planes.max(axis=2) if plane else np.zeros(planes.shape[:2], planes.dtype)
     zero_channels = np.stack([np.count_nonzero(channel_max <= b, axis=1) for b in bounds], axis=1)
     if magnitude.ndim == 4 and plane:
         sizes = _tile_sizes(magnitude.shape[2], magnitude.shape[3], tile)
         zero_tiles, tile_saved = _zero_tiles(_host_tile_max(magnitude, tile), bounds, sizes)
-        tiles = channels * sizes.size
     else:
         zero_tiles, tile_saved = zero_channels.sum(axis=0), zero_channels.sum(axis=0) * plane
-        tiles = channels
-    return _BatchCounts(
-        shape=tuple(int(d) for d in values.shape[1:]),
-        elements_per_sample=channels * plane,
-        channels=channels,
-        tiles=tiles,
-        zeros=zeros.astype(np.int64),
-        zero_channels=zero_channels.astype(np.int64),
-        saved=zero_channels.astype(np.int64) * plane,
-        zero_tiles=zero_tiles,
-        tile_saved=tile_saved,
+    return _map_counts(
+        values.shape,
+        tile,
+        zeros.astype(np.int64),
+        zero_channels.astype(np.int64),
+        zero_tiles,
+        tile_saved,
     )
 
 
@@ -393,22 +388,42 @@ def _count_with_kernel(values: np.ndarray, eps: np.ndarray, tile: tuple[int, int
     counts = fastcount.count_map(values, eps, tile if values.ndim == 4 else None)
     if not counts.finite:
         raise UnsupportedModelError(_NOT_FINITE)
-    channels = values.shape[1]
-    plane = int(np.prod(values.shape[2:], dtype=np.int64))
-    if values.ndim == 4 and plane:
-        tiles = channels * _tile_sizes(values.shape[2], values.shape[3], tile).size
+    return _map_counts(
+        values.shape,
+        tile,
+        counts.zeros,
+        counts.zero_channels,
+        counts.zero_tiles,
+        counts.tile_saved,
+    )
+
+
+def _map_counts(
+    batch_shape: tuple[int, ...],
+    tile: tuple[int, int],
+    zeros: np.ndarray,
+    zero_channels: np.ndarray,
+    zero_tiles: np.ndarray,
+    tile_saved: np.ndarray,
+) -> _BatchCounts:
+    """A whole map's batch counts (int64), with the sizes its shape [n, C, ...] fixes: a rank-4
+    map's channels split into tiles, any other rank's channels one tile each."""
+    channels = batch_shape[1]
+    plane = int(np.prod(batch_shape[2:], dtype=np.int64))
+    if len(batch_shape) == 4 and plane:
+        tiles = channels * _tile_sizes(batch_shape[2], batch_shape[3], tile).size
     else:
         tiles = channels
     return _BatchCounts(
-        shape=tuple(int(d) for d in values.shape[1:]),
+        shape=tuple(int(d) for d in batch_shape[1:]),
         elements_per_sample=channels * plane,
         channels=channels,
         tiles=tiles,
-        zeros=counts.zeros,
-        zero_channels=counts.zero_channels,
-        saved=counts.zero_channels * plane,
-        zero_tiles=counts.zero_tiles,
-        tile_saved=counts.tile_saved,
+        zeros=zeros,
+        zero_channels=zero_channels,
+        saved=zero_channels * plane,
+        zero_tiles=zero_tiles,
+        tile_saved=tile_saved,
     )
 
 
