@@ -37,7 +37,7 @@ from onnx_prune.constants import ConstantResolver
 from onnx_prune.epsmap import EpsMap, check_eps_map
 from onnx_prune.errors import InputDataError, UnsupportedModelError
 from onnx_prune.feeds import DEFAULT_EPS, Feeder, Progress, SampleSource, SessionFactory
-from onnx_prune.fidelity import ExactSum, Fidelity, FidelitySums, FidelityTotals, is_classifier
+from onnx_prune.fidelity import ExactSum, Fidelity, FidelitySums, is_classifier
 from onnx_prune.inputs import Batch, SkippedInput
 from onnx_prune.labels import Labels, Sample, check_classes, check_coverage
 from onnx_prune.layers import find_compute_layers
@@ -579,24 +579,13 @@ class SweepDecisions:
     proven: bool
 
 
-@dataclass
-class _Totals:
-    """Running sums for one ε (mutable, private to the sweep)."""
+@dataclass(frozen=True)
+class _Reference:
+    """What every ε compares its scores with, taken once per batch from the unpruned scores:
+    the top class of each row and the rows' log-probabilities."""
 
-    top1: int = 0
-    top5: int = 0
-    agree: int = 0
-    kl: ExactSum = field(default_factory=ExactSum)
-    pruned: int = 0
-    elements: int = 0
-    fidelity: dict[str, FidelityTotals] = field(default_factory=dict)
-
-    def sums(self) -> SettingSums:
-        """The frozen sums so far."""
-        fidelity = tuple((name, totals.sums) for name, totals in self.fidelity.items())
-        return SettingSums(
-            self.top1, self.top5, self.agree, self.kl, self.pruned, self.elements, fidelity
-        )
+    top: npt.NDArray[np.intp]
+    log: Scores
 
 
 @dataclass
@@ -635,9 +624,8 @@ class _Sweep:
         self._counted = [
             name for tensor in pruned.tensors for name in (tensor.count_output, tensor.shape_output)
         ]
-        self._totals = [
-            _Totals(fidelity={name: FidelityTotals() for name in self._names}) for _ in eps
-        ]
+        empty = tuple((name, FidelitySums()) for name in self._names)
+        self._sums = [SettingSums(fidelity=empty) for _ in eps]
         self._state = _State()
         self._splitter = BatchSplitter()
         self._padded = 0
@@ -684,7 +672,7 @@ class _Sweep:
             labelled=state.labelled,
             top1=state.top1,
             top5=state.top5,
-            settings=tuple(totals.sums() for totals in self._totals),
+            settings=tuple(self._sums),
             skipped=tuple(state.skipped),
             padded=self._padded,
         )
@@ -715,15 +703,39 @@ class _Sweep:
         scored = self._state.scored
         baseline = None if scored is None else self._scores(unpruned[scored], axes, batch.count)
         self._add_baseline(baseline, truth)
-        for totals, arrays in zip(self._totals, runs, strict=True):
-            outputs = dict(zip(self._names, arrays, strict=False))
-            for name, fidelity in totals.fidelity.items():
-                fidelity.add(unpruned[name], outputs[name], batch.count, axis=axes[name])
-            if baseline is not None and scored is not None:
-                self._add_scores(
-                    totals, baseline, self._scores(outputs[scored], axes, batch.count), truth
-                )
-            self._add_counts(totals, arrays[len(self._names) :], batch.count)
+        reference = None
+        if baseline is not None:
+            reference = _Reference(np.argmax(baseline, axis=1), self._log_probabilities(baseline))
+        for index, arrays in enumerate(runs):
+            sums = self._batch_sums(unpruned, arrays, axes, batch.count, reference, truth)
+            self._sums[index] = self._sums[index] + sums
+
+    def _batch_sums(
+        self,
+        unpruned: Mapping[str, Array],
+        arrays: Sequence[Array],
+        axes: Mapping[str, int | None],
+        count: int,
+        reference: _Reference | None,
+        truth: npt.NDArray[np.int64],
+    ) -> SettingSums:
+        """One ε's sums over one batch: fidelity per output, scores against the unpruned
+        ``reference`` (None: no scored output), and the pruned/IFM element counts."""
+        outputs = dict(zip(self._names, arrays, strict=False))
+        fidelity = tuple(
+            (name, FidelitySums.of(unpruned[name], outputs[name], count, axis=axes[name]))
+            for name in self._names
+        )
+        top1 = top5 = agree = 0
+        kl = ExactSum()
+        scored = self._state.scored
+        if reference is not None and scored is not None:
+            scores = self._scores(outputs[scored], axes, count)
+            top1, top5 = _topk(scores, truth)
+            agree = int(np.count_nonzero(np.argmax(scores, axis=1) == reference.top))
+            kl = ExactSum.of(_kl(reference.log, self._log_probabilities(scores)))
+        pruned, elements = self._counts(arrays[len(self._names) :], count)
+        return SettingSums(top1, top5, agree, kl, pruned, elements, fidelity)
 
     def _axis(self, name: str, array: Array, batch: _Samples) -> int | None:
         """The output's batch axis in this run; None when it holds no axis of the batch size."""
@@ -782,15 +794,6 @@ class _Sweep:
         rows = rows.reshape(1, -1) if axis is None else np.moveaxis(rows, axis, 0)[:count]
         return rows.reshape(rows.shape[0], -1)
 
-    def _add_scores(
-        self, totals: _Totals, baseline: Scores, scores: Scores, truth: npt.NDArray[np.int64]
-    ) -> None:
-        _add_topk(totals, scores, truth)
-        reference = np.argmax(baseline, axis=1)
-        totals.agree += int(np.count_nonzero(np.argmax(scores, axis=1) == reference))
-        log_reference = self._log_probabilities(baseline)
-        totals.kl += ExactSum.of(_kl(log_reference, self._log_probabilities(scores)))
-
     def _log_probabilities(self, scores: Scores) -> Scores:
         if self._state.output_kind == "probabilities":
             # A float32 probability that underflowed to 0 was below the smallest subnormal.
@@ -812,11 +815,10 @@ class _Sweep:
         if baseline is None:
             return
         self._decide_kind(baseline)
-        totals = _Totals()
-        _add_topk(totals, baseline, truth)
+        top1, top5 = _topk(baseline, truth)
         state.labelled += int(np.count_nonzero(truth >= 0))
-        state.top1 += totals.top1
-        state.top5 += totals.top5
+        state.top1 += top1
+        state.top5 += top5
 
     def _decide_kind(self, baseline: Scores) -> None:
         """On the first batch: logits or probabilities, and the class count (checked against
@@ -828,13 +830,16 @@ class _Sweep:
             if self._labels is not None:
                 check_classes(self._labels, baseline.shape[1])
 
-    def _add_counts(self, totals: _Totals, outputs: Sequence[Array], count: int) -> None:
+    def _counts(self, outputs: Sequence[Array], count: int) -> tuple[int, int]:
+        """The pruned and IFM element counts of one run, over every pruned layer."""
         granularity = self._pruned.granularity
+        pruned = elements = 0
         for index, tensor in enumerate(self._pruned.tensors):
             counts, shape = outputs[2 * index], outputs[2 * index + 1]
             counted = count_pruned(tensor, granularity, counts, shape, samples=count)
-            totals.pruned += counted.pruned * len(tensor.layers)
-            totals.elements += counted.elements * len(tensor.layers)
+            pruned += counted.pruned * len(tensor.layers)
+            elements += counted.elements * len(tensor.layers)
+        return pruned, elements
 
     def report(self, loaded: LoadedModel, batch_size: int) -> AccuracyReport:
         """The frozen result of everything measured so far."""
@@ -919,15 +924,16 @@ def _fractions(
     return top1 / labelled, (top5 / labelled if classes is not None and classes > 5 else None)
 
 
-def _add_topk(totals: _Totals, scores: Scores, truth: npt.NDArray[np.int64]) -> None:
+def _topk(scores: Scores, truth: npt.NDArray[np.int64]) -> tuple[int, int]:
+    """The labelled rows whose label is the top class, and those with it in the top five."""
     labelled = truth >= 0
     if not np.any(labelled):
-        return
+        return 0, 0
     rows, labels = scores[labelled], truth[labelled]
-    totals.top1 += int(np.count_nonzero(np.argmax(rows, axis=1) == labels))
+    top1 = int(np.count_nonzero(np.argmax(rows, axis=1) == labels))
     k = min(5, rows.shape[1])
     best = np.argpartition(-rows, k - 1, axis=1)[:, :k]
-    totals.top5 += int(np.count_nonzero(np.any(best == labels[:, None], axis=1)))
+    return top1, int(np.count_nonzero(np.any(best == labels[:, None], axis=1)))
 
 
 def _output_kind(scores: Scores) -> OutputKind:
