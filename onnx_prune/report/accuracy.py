@@ -118,15 +118,20 @@ def format_budget(report: AccuracyReport, max_drop: float) -> Text:
     measure = "top-1 drop" if report.baseline.top1 is not None else "agreement drop (no labels)"
     if report.eps_map is not None:
         return _map_budget(report, max_drop, measure)
-    best = report.max_eps_within_budget(max_drop)
-    if best is None:
-        return Text(f"No ε keeps the {measure} within {max_drop:g} points", style="bold red")
-    saved = next(result for result in report.results if result.eps == best).saved_fraction
-    return Text(
-        f"Largest ε within a {max_drop:g}-point {measure}: {best:g} "
-        f"(load saved {100 * saved:.2f}%)",
-        style="bold",
+    return _largest_eps(
+        report,
+        report.max_eps_within_budget(max_drop),
+        f"No ε keeps the {measure} within {max_drop:g} points",
+        f"Largest ε within a {max_drop:g}-point {measure}",
     )
+
+
+def _largest_eps(report: AccuracyReport, best: float | None, none: str, found: str) -> Text:
+    """``found: ε (load saved …%)`` for the largest ε within a budget, ``none`` without one."""
+    if best is None:
+        return Text(none, style="bold red")
+    saved = next(result for result in report.results if result.eps == best).saved_fraction
+    return Text(f"{found}: {best:g} (load saved {100 * saved:.2f}%)", style="bold")
 
 
 def _map_budget(report: AccuracyReport, max_drop: float, measure: str) -> Text:
@@ -152,14 +157,11 @@ def format_cosine_budget(report: AccuracyReport, min_cosine: float) -> Text:
             f"The ε map's lowest output cosine {worst:.6f} is {verdict} the minimum {min_cosine:g}",
             style="bold" if within else "bold red",
         )
-    best = report.max_eps_within_cosine(min_cosine)
-    if best is None:
-        return Text(f"No ε keeps every output's cosine at {min_cosine:g} or more", style="bold red")
-    saved = next(result for result in report.results if result.eps == best).saved_fraction
-    return Text(
-        f"Largest ε keeping every output's cosine at {min_cosine:g} or more: {best:g} "
-        f"(load saved {100 * saved:.2f}%)",
-        style="bold",
+    return _largest_eps(
+        report,
+        report.max_eps_within_cosine(min_cosine),
+        f"No ε keeps every output's cosine at {min_cosine:g} or more",
+        f"Largest ε keeping every output's cosine at {min_cosine:g} or more",
     )
 
 
