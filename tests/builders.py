@@ -118,6 +118,13 @@ def tune_samples(count: int = 10, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, size=(count, 4, 4, 4)).astype(np.float32)
 
 
+def save_tune_samples(folder: Path, name: str = "x.npy") -> Path:
+    """Write ``tune_samples()`` under ``folder`` as a ``.npy`` file and return its path."""
+    path = folder / name
+    np.save(path, tune_samples())
+    return path
+
+
 def prunable_and_sensitive_map_model() -> onnx.ModelProto:
     """``prunable_and_sensitive_model`` with a map output instead of class scores: r2 (small,
     below 0.05) feeds a 1×1 conv3 whose output y[N,2,4,4] is the model's; pruning r2 leaves y

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from onnx_prune.cli import main
 from onnx_prune.epsmap import EpsMap, read_eps_map, write_eps_map
 from onnx_prune.errors import InputDataError
-from tests.builders import prunable_and_sensitive_model, save, tune_samples
+from tests.builders import prunable_and_sensitive_model, save, save_tune_samples
 
 
 @pytest.fixture
@@ -21,9 +20,7 @@ def model(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def inputs(tmp_path: Path) -> Path:
-    path = tmp_path / "x.npy"
-    np.save(path, tune_samples())
-    return path
+    return save_tune_samples(tmp_path)
 
 
 def _map(tmp_path: Path, eps: dict[str, float], name: str = "map.json") -> Path:

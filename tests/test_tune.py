@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from onnx_prune.accuracy import EpsSetting
@@ -23,7 +22,7 @@ from tests.builders import (
     prunable_and_sensitive_map_model,
     prunable_and_sensitive_model,
     save,
-    tune_samples,
+    save_tune_samples,
 )
 from tests.golden_util import assert_golden, render
 
@@ -35,9 +34,7 @@ def model(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def inputs(tmp_path: Path) -> Path:
-    path = tmp_path / "x.npy"
-    np.save(path, tune_samples())
-    return path
+    return save_tune_samples(tmp_path)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
