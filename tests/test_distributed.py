@@ -215,15 +215,19 @@ def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "pip install 'onnx-prune[dask]'" in str(caught.value)
 
 
-def test_without_the_flags_dask_is_never_imported(samples: tuple[Path, SampleSource]) -> None:
-    model, source = samples
+def _assert_dask_never_imported(args: list[str]) -> None:
+    """``main(args)`` in a fresh interpreter exits 0 without importing dask."""
     code = (
-        "import sys; from onnx_prune.cli import main; "
-        f"status = main(['analyze', {str(model)!r}, '--inputs', {str(source.tensors)!r}]); "
+        f"import sys; from onnx_prune.cli import main; status = main({args!r}); "
         "assert status == 0; assert 'dask' not in sys.modules, 'dask imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_without_the_flags_dask_is_never_imported(samples: tuple[Path, SampleSource]) -> None:
+    model, source = samples
+    _assert_dask_never_imported(["analyze", str(model), "--inputs", str(source.tensors)])
 
 
 # --- accuracy: the ε sweep in shards --------------------------------------------------------
@@ -471,10 +475,6 @@ def test_tune_cli_on_the_synchronous_scheduler_equals_serial(
 
 def test_tune_without_the_flags_never_imports_dask(tuned: tuple[Path, SampleSource]) -> None:
     model, source = tuned
-    code = (
-        "import sys; from onnx_prune.cli import main; "
-        f"status = main(['tune', {str(model)!r}, '--inputs', {str(source.tensors)!r}, "
-        "'--json', '-']); assert status == 0; assert 'dask' not in sys.modules, 'dask imported'"
+    _assert_dask_never_imported(
+        ["tune", str(model), "--inputs", str(source.tensors), "--json", "-"]
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr

@@ -160,16 +160,28 @@ def _mutated_model(folder: Path, chosen: list[Mutation]) -> Path:
     return path
 
 
+def _assert_mutated_model_is_clean(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    chosen: list[Mutation],
+    command: str,
+    options: Callable[[Path], tuple[str | Path, ...]] = lambda folder: (),
+) -> None:
+    """``command`` on the mutated model, then ``options(folder)``, is a clean outcome and changes
+    no file in the model's folder."""
+    folder = _fresh(tmp_path)
+    path = _mutated_model(folder, chosen)
+    before = snapshot(folder)
+    assert_clean(run_cli(capsys, command, path, *options(folder)))
+    assert snapshot(folder) == before
+
+
 @FUZZ
 @given(chosen=st.lists(mutations, min_size=1, max_size=3))
 def test_mutated_models_weights(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], chosen: list[Mutation]
 ) -> None:
-    folder = _fresh(tmp_path)
-    path = _mutated_model(folder, chosen)
-    before = snapshot(folder)
-    assert_clean(run_cli(capsys, "weights", path))
-    assert snapshot(folder) == before
+    _assert_mutated_model_is_clean(tmp_path, capsys, chosen, "weights")
 
 
 @settings(FUZZ, max_examples=15)
@@ -177,11 +189,13 @@ def test_mutated_models_weights(
 def test_mutated_models_analyze(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], chosen: list[Mutation]
 ) -> None:
-    folder = _fresh(tmp_path)
-    path = _mutated_model(folder, chosen)
-    before = snapshot(folder)
-    assert_clean(run_cli(capsys, "analyze", path, "--inputs", folder / "x.npy", "--eps", "0"))
-    assert snapshot(folder) == before
+    _assert_mutated_model_is_clean(
+        tmp_path,
+        capsys,
+        chosen,
+        "analyze",
+        lambda folder: ("--inputs", folder / "x.npy", "--eps", "0"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
