@@ -17,7 +17,9 @@ or whose worker dies, is retried once; a second failure is an error naming the m
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import operator
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +40,6 @@ from onnx_prune.shards import (
     plan_run,
     plan_shards,
     shard_source,
-    with_threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,13 +81,12 @@ class DaskRunner:
         progress: Progress | None,
     ) -> PartialCounts:
         """The partial totals of every sample of ``source``, counted in shards and merged."""
-        total, batch_size = plan_run(prepared, source)
-        options = with_threads(options, self.threads)
+        options = replace(options, threads=self.threads)
 
         def task(shard: SampleSource) -> PartialCounts:
             return count_shard(path, shard, options)
 
-        return merge(self._in_shards(path, source, total, batch_size, task, progress))
+        return merge(self.in_shards(path, source, plan_run(prepared, source), task, progress))
 
     def sweep(
         self,
@@ -99,17 +99,12 @@ class DaskRunner:
         """The exact sums of an accuracy sweep over every sample of ``source`` (``plan``: how
         many, and the batch size), measured in shards (``accuracy.sweep_shard``) and added in
         sample order."""
-        total, batch_size = plan
         task = replace(task, threads=self.threads)
 
         def measure(shard: SampleSource) -> AccuracyPartial:
             return sweep_shard(path, shard, task)
 
-        parts = self._in_shards(path, source, total, batch_size, measure, progress)
-        merged = parts[0]
-        for part in parts[1:]:
-            merged = merged + part
-        return merged
+        return functools.reduce(operator.add, self.in_shards(path, source, plan, measure, progress))
 
     def in_shards(
         self,
@@ -120,21 +115,10 @@ class DaskRunner:
         progress: Progress | None,
     ) -> list[Part]:
         """``function`` on each shard of ``source`` (``plan``: how many samples, and the batch
-        size; shards of whole batches), the parts in sample order (``tune``'s evaluations)."""
+        size; shards of whole batches), the parts in sample order (``count``, ``sweep`` and
+        ``tune``'s evaluations)."""
         total, batch_size = plan
-        return self._in_shards(path, source, total, batch_size, function, progress)
-
-    def _in_shards(
-        self,
-        path: Path,
-        source: SampleSource,
-        total: int,
-        batch_size: int,
-        function: Callable[[SampleSource], Part],
-        progress: Progress | None,
-    ) -> list[Part]:
-        """``function`` on each shard of ``source`` (whole batches); the parts in sample order."""
-        plan = plan_shards(total, batch_size, self.shards or self.workers * SHARDS_PER_WORKER)
+        shards = plan_shards(total, batch_size, self.shards or self.workers * SHARDS_PER_WORKER)
         done = [0]
         parts: dict[int, Part] = {}
 
@@ -147,8 +131,8 @@ class DaskRunner:
         def task(shard: Shard) -> Part:
             return function(shard_source(source, shard))
 
-        self._run(plan, task, finished, lambda shard: _shard_name(path, shard, len(plan)))
-        return [parts[shard.index] for shard in plan]
+        self.map(shards, task, finished, lambda shard: _shard_name(path, shard, len(shards)))
+        return [parts[shard.index] for shard in shards]
 
     def map(
         self,
@@ -160,16 +144,7 @@ class DaskRunner:
     ) -> None:
         """``function`` on every item as one task each; ``on_result`` as each completes.
         A task that failed twice goes to ``on_failure`` (None: it is raised)."""
-        self._run(items, function, on_result, name, on_failure)
 
-    def _run(
-        self,
-        items: Sequence[Item],
-        function: Callable[[Item], Result],
-        on_result: Callable[[Item, Result], None],
-        name: Callable[[Item], str],
-        on_failure: Callable[[Item, DistributedError], None] | None = None,
-    ) -> None:
         def failed(item: Item, error: DistributedError) -> None:
             if on_failure is None:
                 raise error

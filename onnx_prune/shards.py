@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -263,8 +263,3 @@ def merge(parts: Sequence[PartialCounts]) -> PartialCounts:
     for part in parts[1:]:
         total = total + part
     return total
-
-
-def with_threads(options: CountOptions, threads: int | None) -> CountOptions:
-    """``options`` with onnxruntime's intra-op threads set (None: onnxruntime's default)."""
-    return replace(options, threads=threads)
