@@ -25,7 +25,9 @@ workers keep no unpruned outputs between sweeps, so each sweep runs the unpruned
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -311,9 +313,7 @@ class ShardedEvaluator:
 
         plan = (len(source.indices or ()), self.batch_size)
         parts = self.runner.in_shards(path, source, plan, run, None)
-        partial = parts[0][0]
-        for part, _ in parts[1:]:
-            partial = partial + part
+        partial = functools.reduce(operator.add, (part for part, _ in parts))
         for _, count in parts:
             self.count.add(count)
         if task.decisions is None:
