@@ -298,6 +298,11 @@ def test_conv_figures_are_the_summary_of_an_all_conv_network(tmp_path: Path) -> 
     assert figures.paper_mean == pytest.approx(analysis.summary.ofm.paper_mean)
     assert figures.saved_share == pytest.approx(analysis.summary.ofm.channel_saved_share)
     assert figures.layers_with_zero_channels == analysis.summary.ofm.layers_with_zero_channels
+    maps = [analysis.activations.tensors[layer.ofm] for layer in analysis.layers]
+    assert figures.paper_mean == pytest.approx(
+        [sum(m.zeros[k] / m.elements for m in maps) / len(maps) for k in range(len(EPS))]
+    )
+    assert figures.elements_per_sample == sum(m.elements for m in maps) / len(images)
 
 
 def test_ready_onnx_wins_and_vgg_takes_pjreddies_file_name(tmp_path: Path) -> None:

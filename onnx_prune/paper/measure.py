@@ -30,6 +30,7 @@ from onnx_prune.paper.subjects import (
     stand_in_subject,
     user_subject,
 )
+from onnx_prune.summary import summarize
 
 BITS = 16
 BATCH_SIZE = 1
@@ -98,22 +99,18 @@ class Missing:
 def conv_figures(analysis: Analysis) -> ConvFigures:
     """The summary's OFM figures restricted to Conv layers (Fig 3 excludes the FC layers)."""
     stats = analysis.activations
-    maps = [stats.tensors[layer.ofm] for layer in analysis.layers if layer.op_type == "Conv"]
-    elements = sum(item.elements for item in maps)
-    width = len(stats.eps)
-    saved = [sum(item.saved_elements[k] for item in maps) for k in range(width)]
+    convs = [layer for layer in analysis.layers if layer.op_type == "Conv"]
+    ofm = summarize(convs, stats).ofm
+    maps = [stats.tensors[layer.ofm] for layer in convs]
+    saved = [sum(item.saved_elements[k] for item in maps) for k in range(len(stats.eps))]
     return ConvFigures(
-        conv_layers=len(maps),
+        conv_layers=len(convs),
         compute_layers=len(analysis.layers),
-        paper_mean=tuple(
-            sum(item.zeros[k] / item.elements for item in maps) / len(maps) for k in range(width)
-        ),
-        saved_share=tuple(value / elements for value in saved),
+        paper_mean=ofm.paper_mean,
+        saved_share=ofm.channel_saved_share,
         saved_per_sample=tuple(value / stats.samples for value in saved),
-        elements_per_sample=elements / stats.samples,
-        layers_with_zero_channels=tuple(
-            sum(1 for item in maps if item.zero_channels[k]) for k in range(width)
-        ),
+        elements_per_sample=sum(item.elements for item in maps) / stats.samples,
+        layers_with_zero_channels=ofm.layers_with_zero_channels,
     )
 
 
