@@ -41,13 +41,13 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from onnx_prune.binding import BoundRunner  # noqa: E402
 from onnx_prune.calibrate import collect_activation_stats  # noqa: E402
 from onnx_prune.constants import ConstantResolver  # noqa: E402
 from onnx_prune.data import EMBEDDED_IMAGES, EMBEDDED_MODEL  # noqa: E402
 from onnx_prune.inputs import Batch, find_images, get_preset, load_image  # noqa: E402
 from onnx_prune.layers import ComputeLayer, find_compute_layers  # noqa: E402
 from onnx_prune.load import LoadedModel, load_model  # noqa: E402
-from onnx_prune.overlap import BoundRunner  # noqa: E402
 from onnx_prune.probes import ProbeManifest, add_probes, probed_tensors  # noqa: E402
 from onnx_prune.runtime import SessionOptions, model_file, open_session  # noqa: E402
 from onnx_prune.weights import count_zero_weights  # noqa: E402

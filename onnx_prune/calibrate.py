@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnx_prune import fastcount
+from onnx_prune.binding import BoundRunner, bound_runner, counting_pool
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.inputs import Batch
 from onnx_prune.layers import ComputeLayer
-from onnx_prune.overlap import BoundRunner, overlapped
 from onnx_prune.probes import Probe, ProbeManifest
 from onnx_prune.runtime import BatchSplitter, Session
 
@@ -157,33 +158,24 @@ def collect_activation_stats(
 ) -> ActivationStats:
     """Run every batch through ``session`` (a probed model) and total the probe outputs.
 
-    Batch k is counted in a worker thread while batch k + 1 runs; outputs are written into
-    reused buffers where the session allows it.
+    Outputs are written into reused buffers where the session allows it; each batch's maps
+    are counted on every core before the next batch runs.
     """
-    eps = np.asarray(manifest.eps, dtype=np.float32)
     totals = {probe.tensor: _Counts() for probe in manifest.probes}
     ifm_uses, ofm_uses = _uses(layers)
     samples: list[SampleStats] = []
     outputs = manifest.outputs()
     splitter = BatchSplitter()
-    runner = BoundRunner(session, outputs)
-
-    def run(batch: Batch) -> list[np.ndarray]:
-        return _run_batch(session, runner, splitter, outputs, batch)
-
-    def count(batch: Batch, arrays: list[np.ndarray]) -> dict[str, _BatchCounts]:
-        results = dict(zip(outputs, arrays, strict=True))
-        return {
-            p.tensor: _count_probe(p, results, eps, manifest.tile, batch.size)
-            for p in manifest.probes
-        }
-
-    for batch, counted in overlapped(batches, run, lambda b, a: (b, count(b, a))):
-        for tensor, counts in counted.items():
-            _accumulate(totals[tensor], counts)
-        samples.extend(_samples(batch.names, counted, ifm_uses, ofm_uses))
-        if on_batch is not None:
-            on_batch(batch.size)
+    runner = bound_runner(session, outputs)
+    with counting_pool() as pool:
+        for batch in batches:
+            arrays = _run_batch(session, runner, splitter, outputs, batch)
+            counted = _count_batch(pool, manifest, dict(zip(outputs, arrays, strict=True)), batch)
+            for tensor, batch_counts in counted.items():
+                _accumulate(totals[tensor], batch_counts)
+            samples.extend(_samples(batch.names, counted, ifm_uses, ofm_uses))
+            if on_batch is not None:
+                on_batch(batch.size)
     return ActivationStats(
         eps=manifest.eps,
         tile=manifest.tile,
@@ -191,6 +183,23 @@ def collect_activation_stats(
         tensors={name: _freeze(name, counts) for name, counts in totals.items()},
         per_sample=tuple(samples),
     )
+
+
+def _count_batch(
+    pool: Executor | None,
+    manifest: ProbeManifest,
+    results: dict[str, np.ndarray],
+    batch: Batch,
+) -> dict[str, _BatchCounts]:
+    """Every probe's counts of one batch, the probes shared out among ``pool``'s threads."""
+    eps = np.asarray(manifest.eps, dtype=np.float32)
+
+    def count(probe: Probe) -> _BatchCounts:
+        return _count_probe(probe, results, eps, manifest.tile, batch.size)
+
+    probes = manifest.probes
+    counts = pool.map(count, probes) if pool else map(count, probes)
+    return {probe.tensor: batch_counts for probe, batch_counts in zip(probes, counts, strict=True)}
 
 
 def _run_batch(

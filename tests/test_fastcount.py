@@ -4,7 +4,6 @@ in-graph probes and numpy, on tiny models with planted values."""
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,9 @@ from onnx_prune.calibrate import _count_values
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.feeds import SampleSource
-from onnx_prune.inputs import Batch
 from onnx_prune.layers import find_compute_layers
 from onnx_prune.load import load_model
-from onnx_prune.overlap import BoundRunner, overlapped
 from onnx_prune.probes import Probe, add_probes
-from onnx_prune.runtime import model_file, open_session
 from tests.builders import FLOAT, make_model, save
 from tests.test_probes import EPS, _check_against_numpy, _inputs, two_conv_model
 
@@ -201,57 +197,6 @@ def test_host_probes_add_no_nodes_and_mark_the_maps_as_outputs(tmp_path: Path) -
     assert outputs == ["y", added[0].output[0], "r1", "r2", "f"]
     assert {probe.kind for probe in probed.manifest.probes} == {"tensor"}
     assert loaded.model.graph.output[0].name == "y" and len(loaded.model.graph.output) == 1
-
-
-def test_bound_runner_alternates_two_buffer_sets(tmp_path: Path) -> None:
-    loaded = load_model(save(two_conv_model(), tmp_path))
-    layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
-    probed = add_probes(loaded.model, layers, eps=EPS, on_host=True)
-    with model_file(loaded, probed.model) as source:
-        session = open_session(source)
-    names = ["y", "r1"]
-    runner = BoundRunner(session, names)
-    rng = np.random.default_rng(0)
-    arrays = [rng.normal(size=(2, 3, 8, 8)).astype(np.float32) for _ in range(4)]
-    batches = [Batch({"x": x}, ("a", "b")) for x in arrays]
-    batches.append(Batch({"x": arrays[0][:1]}, ("a",)))  # a ragged last batch
-    results = []
-    for batch in batches:  # each checked before the set is written again
-        results.append(runner.run(batch))
-        expected = session.run(names, batch.arrays)
-        np.testing.assert_array_equal(results[-1][0], expected[0])
-        np.testing.assert_array_equal(results[-1][1], expected[1])
-    assert np.shares_memory(results[0][1], results[2][1])
-    assert np.shares_memory(results[1][1], results[3][1])
-    assert not np.shares_memory(results[0][1], results[1][1])
-    assert np.shares_memory(results[4][1], results[0][1])  # its leading row of the set in turn
-
-
-def test_bound_runner_runs_plainly_when_the_outputs_are_not_per_sample(tmp_path: Path) -> None:
-    path = save(two_conv_model(batch=2), tmp_path)  # a model that takes no single sample
-    session = open_session(path)
-    runner = BoundRunner(session, ["y"])
-    x = np.random.default_rng(0).normal(size=(2, 3, 8, 8)).astype(np.float32)
-    first, second = (runner.run(Batch({"x": x}, ("a", "b")))[0] for _ in range(2))
-    np.testing.assert_array_equal(first, session.run(["y"], {"x": x})[0])
-    assert not np.shares_memory(first, second)
-
-
-def test_overlapped_keeps_order_runs_beside_and_raises() -> None:
-    threads: set[str] = set()
-
-    def consume(item: int, produced: int) -> int:
-        threads.add(threading.current_thread().name)
-        return item * 100 + produced
-
-    assert list(overlapped(range(5), lambda i: i + 1, consume)) == [1, 102, 203, 304, 405]
-    assert threads and threading.current_thread().name not in threads
-
-    def fail(item: int, produced: int) -> int:
-        raise UnsupportedModelError("bad map")
-
-    with pytest.raises(UnsupportedModelError, match="bad map"):
-        list(overlapped(range(3), lambda i: i, fail))
 
 
 def test_embedded_model_in_graph_probes_equal_the_fast_path(tmp_path: Path) -> None:

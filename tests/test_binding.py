@@ -1,0 +1,88 @@
+"""Outputs bound into one reused buffer set, one runner per session, counting on every core."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnx_prune import binding
+from onnx_prune.binding import BoundRunner, bound_runner, counting_pool
+from onnx_prune.constants import ConstantResolver
+from onnx_prune.inputs import Batch
+from onnx_prune.layers import find_compute_layers
+from onnx_prune.load import load_model
+from onnx_prune.probes import add_probes
+from onnx_prune.runtime import Session, model_file, open_session
+from tests.builders import save
+from tests.test_probes import EPS, two_conv_model
+
+
+def _probed_session(tmp_path: Path) -> Session:
+    loaded = load_model(save(two_conv_model(), tmp_path))
+    layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
+    probed = add_probes(loaded.model, layers, eps=EPS, on_host=True)
+    with model_file(loaded, probed.model) as source:
+        return open_session(source)
+
+
+def test_bound_runner_reuses_one_buffer_set(tmp_path: Path) -> None:
+    session = _probed_session(tmp_path)
+    names = ["y", "r1"]
+    runner = BoundRunner(session, names)
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(2, 3, 8, 8)).astype(np.float32) for _ in range(3)]
+    batches = [Batch({"x": x}, ("a", "b")) for x in arrays]
+    batches.append(Batch({"x": arrays[0][:1]}, ("a",)))  # a ragged last batch
+    results = []
+    for batch in batches:  # each checked before the set is written again
+        results.append(runner.run(batch))
+        expected = session.run(names, batch.arrays)
+        np.testing.assert_array_equal(results[-1][0], expected[0])
+        np.testing.assert_array_equal(results[-1][1], expected[1])
+        assert results[-1][1].shape[0] == batch.rows
+    assert all(np.shares_memory(result[1], results[0][1]) for result in results)
+    assert not np.shares_memory(results[0][0], results[0][1])
+
+
+def test_bound_runner_runs_plainly_when_the_outputs_are_not_per_sample(tmp_path: Path) -> None:
+    path = save(two_conv_model(batch=2), tmp_path)  # a model that takes no single sample
+    session = open_session(path)
+    runner = BoundRunner(session, ["y"])
+    x = np.random.default_rng(0).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    first, second = (runner.run(Batch({"x": x}, ("a", "b")))[0] for _ in range(2))
+    np.testing.assert_array_equal(first, session.run(["y"], {"x": x})[0])
+    assert not np.shares_memory(first, second)
+
+
+def test_one_runner_per_session_and_outputs_that_does_not_keep_the_session(
+    tmp_path: Path,
+) -> None:
+    session = _probed_session(tmp_path)
+    runner = bound_runner(session, ["y", "r1"])
+    assert bound_runner(session, ["y", "r1"]) is runner
+    assert bound_runner(session, ["r1"]) is not runner
+    x = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(
+        runner.run(Batch({"x": x}, ("a", "b")))[0], session.run(["y"], {"x": x})[0]
+    )
+    alive, held = weakref.ref(session), len(binding._RUNNERS)
+    del session, runner
+    gc.collect()
+    assert alive() is None
+    assert len(binding._RUNNERS) <= held - 1
+
+
+def test_counting_pool_uses_every_core_and_none_on_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(binding, "cores", lambda: 2)
+    with counting_pool() as pool:
+        assert pool is not None
+        names = set(pool.map(lambda _: threading.current_thread().name, range(8)))
+    assert names and all(name.startswith("onnx-prune-count") for name in names)
+    monkeypatch.setattr(binding, "cores", lambda: 1)
+    with counting_pool() as pool:
+        assert pool is None
