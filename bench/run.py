@@ -32,6 +32,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,12 @@ sys.path.insert(0, str(ROOT))
 
 from onnx_prune.binding import BoundRunner  # noqa: E402
 from onnx_prune.calibrate import collect_activation_stats  # noqa: E402
-from onnx_prune.constants import ConstantResolver  # noqa: E402
 from onnx_prune.data import EMBEDDED_IMAGES, EMBEDDED_MODEL  # noqa: E402
 from onnx_prune.inputs import Batch, find_images, get_preset, load_image  # noqa: E402
-from onnx_prune.layers import ComputeLayer, find_compute_layers  # noqa: E402
-from onnx_prune.load import LoadedModel, load_model  # noqa: E402
-from onnx_prune.probes import ProbeManifest, add_probes, probed_tensors  # noqa: E402
-from onnx_prune.runtime import SessionOptions, model_file, open_session  # noqa: E402
+from onnx_prune.load import load_model  # noqa: E402
+from onnx_prune.probes import add_probes, probed_tensors  # noqa: E402
+from onnx_prune.runtime import model_file, open_session  # noqa: E402
+from onnx_prune.shards import CountOptions, Prepared, prepare  # noqa: E402
 from onnx_prune.weights import count_zero_weights  # noqa: E402
 
 MODEL = EMBEDDED_MODEL
@@ -163,26 +163,30 @@ def plain_method(path: Path, *, spinning: bool = True) -> Method:
     return run
 
 
-def analyze_method(
-    loaded: LoadedModel, layers: tuple[ComputeLayer, ...], *, on_host: bool, eps=EPS
-) -> tuple[Method, ProbeManifest]:
-    """``analyze``'s calibration loop: in-graph probes, or the fast path (host counting)."""
-    probed = add_probes(loaded.model, layers, eps=eps, on_host=on_host)
-    with model_file(loaded, probed.model) as source:
-        session = open_session(source, SessionOptions(spinning=not on_host))
+def analyze_method(path: Path, *, fast: bool, blocked: bool = True) -> tuple[Method, Prepared]:
+    """``analyze``'s calibration loop as the command prepares it: the fast path (maps counted on
+    the host; ``blocked`` False keeps them in NCHW, reordered by onnxruntime) or the in-graph
+    probes."""
+    options = CountOptions(eps=EPS, tile=(8, 8), fast=fast)
+    prepared = prepare(path, options)
+    if not blocked:
+        probed = add_probes(prepared.loaded.model, prepared.scan.layers, eps=EPS, on_host=fast)
+        prepared = replace(prepared, probed=probed, optimized=False)
+    with model_file(prepared.loaded, prepared.probed.model) as source:
+        session = open_session(source, prepared.session_options(options))
 
     def run(batches: list[Batch]) -> None:
-        collect_activation_stats(session, probed.manifest, layers, batches)
+        collect_activation_stats(session, prepared.probed.manifest, prepared.scan.layers, batches)
 
-    return run, probed.manifest
+    return run, prepared
 
 
-def bound_outputs_method(loaded: LoadedModel, layers: tuple[ComputeLayer, ...]) -> Method:
+def bound_outputs_method(prepared: Prepared) -> Method:
     """The fast path's inference alone: probed maps bound as outputs, nothing counted."""
-    probed = add_probes(loaded.model, layers, eps=EPS, on_host=True)
-    with model_file(loaded, probed.model) as source:
-        session = open_session(source, SessionOptions(spinning=False))
-    runner = BoundRunner(session, probed.manifest.outputs())
+    options = CountOptions(eps=EPS, tile=(8, 8), fast=True)
+    with model_file(prepared.loaded, prepared.probed.model) as source:
+        session = open_session(source, prepared.session_options(options))
+    runner = BoundRunner(session, prepared.probed.manifest.outputs())
 
     def run(batches: list[Batch]) -> None:
         for batch in batches:
@@ -281,17 +285,19 @@ def read_bandwidth() -> float:
 
 def bench_in_loop(folder: Path, samples: int) -> dict[str, object]:
     """Every method side by side over the same batches of the embedded model, interleaved."""
-    loaded = load_model(MODEL)
-    layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
-    fast, manifest = analyze_method(loaded, layers, on_host=True)
-    in_graph, _ = analyze_method(loaded, layers, on_host=False)
+    fast, prepared = analyze_method(MODEL, fast=True)
+    fast_nchw, nchw = analyze_method(MODEL, fast=True, blocked=False)
+    in_graph, _ = analyze_method(MODEL, fast=False)
+    layers = prepared.scan.layers
     methods = {
         "plain": plain_method(MODEL),
         "fast path": fast,
         "in-graph probes": in_graph,
         "fast path inference alone (maps bound as outputs, not counted)": bound_outputs_method(
-            loaded, layers
+            prepared
         ),
+        "fast path, maps reordered to NCHW by onnxruntime": fast_nchw,
+        "its inference alone": bound_outputs_method(nchw),
         "Polygraphy mark-all + numpy counts": polygraphy_method(MODEL, probed_tensors(layers)),
         "onnxruntime MinMax calibrator graph": minmax_method(MODEL, folder),
         "plain, allow_spinning off": plain_method(MODEL, spinning=False),
@@ -299,7 +305,7 @@ def bench_in_loop(folder: Path, samples: int) -> dict[str, object]:
     batches = image_batches(samples)
     figures: dict[str, object] = dict(interleaved(methods, chunked(batches, 4), "plain"))
     plain_seconds = figures["plain"]["seconds"] / samples  # type: ignore[index]
-    map_bytes = shapes_bytes(manifest, batches[0])
+    map_bytes = shapes_bytes(nchw, batches[0])
     bandwidth = read_bandwidth()
     figures["limit"] = {
         "plain_ms_per_sample": 1000 * plain_seconds,
@@ -310,30 +316,21 @@ def bench_in_loop(folder: Path, samples: int) -> dict[str, object]:
     return figures
 
 
-def shapes_bytes(manifest: ProbeManifest, batch: Batch) -> int:
-    """Bytes of one sample's probed maps, from the fast path's outputs on one batch."""
-    loaded = load_model(MODEL)
-    probed = add_probes(
-        loaded.model,
-        find_compute_layers(loaded.model, ConstantResolver(loaded)).layers,
-        eps=EPS,
-        on_host=True,
-    )
-    with model_file(loaded, probed.model) as source:
+def shapes_bytes(prepared: Prepared, batch: Batch) -> int:
+    """Bytes of one sample's probed maps (NCHW, no padding), from the outputs on one batch."""
+    with model_file(prepared.loaded, prepared.probed.model) as source:
         session = open_session(source)
-    arrays = session.run(probed.manifest.outputs(), batch.arrays)
+    arrays = session.run(prepared.probed.manifest.outputs(), batch.arrays)
     return sum(a.nbytes for a in arrays) // batch.size
 
 
 def bench_vgg(folder: Path) -> dict[str, object]:
     """The same ratios on a compute-heavy VGG-style model (random weights), 32 samples."""
     path = vgg_model(folder)
-    loaded = load_model(path)
-    layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
     methods = {
         "plain": plain_method(path),
-        "fast path": analyze_method(loaded, layers, on_host=True)[0],
-        "in-graph probes": analyze_method(loaded, layers, on_host=False)[0],
+        "fast path": analyze_method(path, fast=True)[0],
+        "in-graph probes": analyze_method(path, fast=False)[0],
     }
     return dict(interleaved(methods, chunked(image_batches(32, (112, 112)), 1), "plain"))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnx_prune import fastcount
+from onnx_prune import fastcount, nchwc
 from onnx_prune.binding import BoundRunner, bound_runner, counting_pool
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.inputs import Batch
@@ -249,6 +249,8 @@ def _count_probe(
     if probe.kind == "plane":
         counts = [results[name] for name in probe.counts]
         return _count_planes(probe, results[probe.tile_max], counts, eps, tile)
+    if probe.block:
+        return _count_blocked(probe, results[probe.tile_max], eps, tile)
     parameters = _this_batch(probe, results, samples)
     return _count_values(probe, results[probe.tile_max], eps, tile, samples, parameters)
 
@@ -395,10 +397,25 @@ def _count_values(
 def _count_with_kernel(values: np.ndarray, eps: np.ndarray, tile: tuple[int, int]) -> _BatchCounts:
     """The same counts as the numpy path, from one read of the map (see fastcount)."""
     counts = fastcount.count_map(values, eps, tile if values.ndim == 4 else None)
+    return _kernel_counts(counts, values.shape, tile)
+
+
+def _count_blocked(
+    probe: Probe, values: np.ndarray, eps: np.ndarray, tile: tuple[int, int]
+) -> _BatchCounts:
+    """The same counts from a map in onnxruntime's blocked layout (see nchwc)."""
+    counts = nchwc.count_blocked(values, probe.block, probe.channels, eps, tile)
+    samples, _, height, width = values.shape
+    return _kernel_counts(counts, (samples, probe.channels, height, width), tile)
+
+
+def _kernel_counts(
+    counts: fastcount.MapCounts, batch_shape: tuple[int, ...], tile: tuple[int, int]
+) -> _BatchCounts:
     if not counts.finite:
         raise UnsupportedModelError(_NOT_FINITE)
     return _map_counts(
-        values.shape,
+        batch_shape,
         tile,
         counts.zeros,
         counts.zero_channels,

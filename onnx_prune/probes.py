@@ -63,7 +63,9 @@ class Probe:
     ``kind`` is ``"plane"`` (tile maxima + per-ε counts computed in the graph) or ``"tensor"``
     (the tensor itself is an output, counted on the host). An integer map dequantizes with
     ``scale`` and ``zero_point``, or with the outputs ``scale_output``/``zero_point_output`` when
-    they are computed at run time.
+    they are computed at run time. ``block`` > 0: the output holds the map in onnxruntime's
+    blocked layout, ``block`` channels side by side, of which the first ``channels`` are the
+    map's (see nchwc).
     """
 
     tensor: str
@@ -75,6 +77,8 @@ class Probe:
     zero_point: float = 0.0
     scale_output: str | None = None
     zero_point_output: str | None = None
+    block: int = 0
+    channels: int = 0
 
 
 @dataclass(frozen=True)

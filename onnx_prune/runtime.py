@@ -466,3 +466,27 @@ def open_session(source: ModelSource | Path, options: SessionOptions | None = No
     if isinstance(source, Path):
         source = ModelSource(path=source, data_folder=source.parent)
     return OrtSession(source, options or SessionOptions())
+
+
+def cpu_optimized(source: ModelSource) -> onnx.ModelProto:
+    """``source``'s model as onnxruntime's CPU provider optimizes it on this machine (every graph
+    optimization, its blocked channel layout included): written by onnxruntime into a temporary
+    folder, read back and the folder removed at once. The result suits this machine only, and
+    holds its weights inline (models with external data are not handed here)."""
+    import onnxruntime as ort
+
+    folder = Path(tempfile.mkdtemp(prefix="onnx-prune-optimized-"))
+    try:
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 4
+        session_options.optimized_model_filepath = str(folder / "optimized.onnx")
+        model = str(source.path) if source.model is None else source.model.SerializeToString()
+        try:
+            ort.InferenceSession(model, session_options, providers=[CPU])
+            return onnx.load(str(folder / "optimized.onnx"))
+        except Exception as error:  # onnxruntime raises its own untyped exception classes
+            raise UnsupportedModelError(
+                f"onnxruntime cannot optimize the model: {first_line(error)}"
+            ) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

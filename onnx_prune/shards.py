@@ -14,6 +14,7 @@ and index ranges (a ``SampleSource``), never as arrays; only counts come back.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx_prune import fastcount
+from onnx_prune import fastcount, nchwc
 from onnx_prune.calibrate import ActivationStats, collect_activation_stats
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.errors import UnsupportedModelError
@@ -41,6 +42,8 @@ from onnx_prune.runtime import (
     open_session,
 )
 from onnx_prune.shapes import TensorType, infer_tensor_types
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,13 @@ class Prepared:
     types: dict[str, TensorType]
     probed: ProbedModel
     on_host: bool
+    optimized: bool = False
 
     def session_options(self, options: CountOptions) -> SessionOptions:
-        """The session options of the probed model for ``options``."""
+        """The session options of the probed model for ``options`` (a probed model that
+        onnxruntime has already optimized for this machine is not optimized again)."""
         return SessionOptions(
-            optimize=options.optimize,
+            optimize=options.optimize and not self.optimized,
             providers=options.providers,
             spinning=not self.on_host,
             threads=options.threads,
@@ -108,7 +113,24 @@ def prepare(path: Path, options: CountOptions) -> Prepared:
     probed = add_probes(
         loaded.model, scan.layers, eps=options.eps, tile=options.tile, types=types, on_host=on_host
     )
+    blocked = _blocked(loaded, probed) if on_host and options.optimize else None
+    if blocked is not None:
+        return Prepared(loaded, resolver, scan, types, blocked, on_host, optimized=True)
     return Prepared(loaded, resolver, scan, types, probed, on_host)
+
+
+def _blocked(loaded: LoadedModel, probed: ProbedModel) -> ProbedModel | None:
+    """The probed model with its maps taken out in onnxruntime's blocked layout, where that
+    applies (see nchwc); not for models with external data (the optimized copy would hold
+    their weights inline) or models onnxruntime cannot optimize (their run will tell)."""
+    if loaded.external:
+        return None
+    try:
+        with model_file(loaded, probed.model) as source:
+            return nchwc.take_out_blocked(source, probed)
+    except UnsupportedModelError as error:
+        logger.debug("maps not taken out blocked: %s", error)
+        return None
 
 
 def use_fast_path(fast: bool | None, providers: Providers) -> bool:
