@@ -22,8 +22,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 _INFINITY_BITS = 0x7F800000
-_GROUP_ELEMENTS = 4096  # 16 KB of float32: small planes are grouped up to this size
-_BLOCK_ELEMENTS = 2048  # 8 KB: every ε scans a block while it is in L1
+_SPAN_ELEMENTS = 4096  # 16 KB of float32: read from memory once, every other pass in L1
+_PIECE_ELEMENTS = 1 << 20  # the int32 lane counters of one pass never see more than this
+_EPS_PER_PASS = 6  # ε counted together in one pass (the default set is six)
 
 numba: Any
 try:  # numba is an optional extra: pip install 'onnx-prune[fast]'
@@ -71,7 +72,7 @@ def count_map(values: np.ndarray, eps: np.ndarray, tile: tuple[int, int] | None)
     largest = 0
     if planes.size:
         largest = _KERNEL(
-            planes.view(np.int32), bounds, tile_h, tile_w,
+            planes.view(np.int32), bounds, tile_h, tile_w, np.int32(1),
             zeros, zero_channels, zero_tiles, tile_saved,
         )  # fmt: skip
     return MapCounts(zeros, zero_channels, zero_tiles, tile_saved, largest < _INFINITY_BITS)
@@ -99,26 +100,26 @@ def _count_planes(
     bounds: Any,
     tile_h: int,
     tile_w: int,
+    one: Any,
     zeros: Any,
     zero_channels: Any,
     zero_tiles: Any,
     tile_saved: Any,
 ) -> int:  # pragma: no cover - compiled by numba; checked against numpy in the tests
-    """The kernel: a group of whole planes at a time (about 16 KB, or one plane when larger),
-    read once, block by block, into a cache-resident scratch of |x|; every ε scans each block
-    while it is in L1, then the tile maxima are taken from the scratch.
+    """The kernel: a span of about 16 KB at a time (a group of whole planes, or a few bands of
+    one large plane), read from memory once by the first ε pass; the other ε passes and the tile
+    maxima then read it from L1. The tile and plane maxima of a group are kept (1/64 of the
+    values for 8×8 tiles) and every ε is checked against them at the end of the group.
 
-    Each step is a plain loop over a contiguous slice, the form LLVM vectorises; small planes
-    (7×7, or rank-2 maps, whose every value is a plane) are grouped so that no per-plane
-    overhead dominates.
+    ``one`` is the int32 1 the ε passes count with, a run-time value on purpose (see
+    :func:`_within_six`). Returns the largest |x| bit pattern (for the finiteness check).
     """
     samples, channels, height, width = bits.shape
     plane_size = height * width
     flat = bits.reshape(samples * channels * plane_size)
     tiles = ((height + tile_h - 1) // tile_h) * ((width + tile_w - 1) // tile_w)
-    group = max(1, min(channels, _GROUP_ELEMENTS // plane_size))
-    magnitude = np.empty(group * plane_size, np.int32)
-    column_max = np.empty(width, np.int32)
+    group = max(1, min(channels, _SPAN_ELEMENTS // plane_size))
+    column_max = np.empty(2 * width, np.int32)
     tile_max = np.empty(group * tiles, np.int32)
     plane_max = np.empty(group, np.int32)
     one_plane = _tile_sizes(height, width, tile_h, tile_w)
@@ -128,92 +129,237 @@ def _count_planes(
     within = np.zeros(bounds.size, np.int64)
     largest = np.int32(0)
     for sample in range(samples):
+        within[:] = 0
         for first in range(0, channels, group):
             planes = min(group, channels - first)
-            size = planes * plane_size
             start = (sample * channels + first) * plane_size
-            source = flat[start : start + size]
-            within[:] = 0
-            for block in range(0, size, _BLOCK_ELEMENTS):
-                end = min(size, block + _BLOCK_ELEMENTS)
-                _magnitude_block(source[block:end], magnitude[block:end], bounds, within)
-            for member in range(planes):
-                if plane_size == 1:
-                    tile_max[member] = magnitude[member]
-                elif tiles == 1:
-                    tile_max[member] = _largest(magnitude[member * plane_size :], plane_size)
+            if plane_size <= _SPAN_ELEMENTS:
+                span = flat[start : start + planes * plane_size]
+                _count_span(span, bounds, one, within)
+                if plane_size == 1:  # rank 2: each value is its own plane and tile
+                    for member in range(planes):
+                        tile_max[member] = plane_max[member] = _magnitude(span[member])
                 else:
-                    _tile_maxima(
-                        magnitude[member * plane_size : (member + 1) * plane_size],
-                        width, tile_h, tile_w, column_max,
-                        tile_max[member * tiles : (member + 1) * tiles],
-                    )  # fmt: skip
-                best = tile_max[member * tiles]
-                for index in range(member * tiles + 1, (member + 1) * tiles):
-                    best = max(best, tile_max[index])
-                plane_max[member] = best
-                largest = max(largest, best)
+                    for member in range(planes):
+                        plane_max[member] = _plane_maxima(
+                            span[member * plane_size : (member + 1) * plane_size],
+                            width, tile_h, tile_w, column_max,
+                            tile_max[member * tiles : (member + 1) * tiles],
+                        )  # fmt: skip
+            else:
+                plane_max[0] = _large_plane(
+                    flat[start : start + plane_size], width, tile_h, tile_w,
+                    bounds, one, within, column_max, tile_max,
+                )  # fmt: skip
+            _tile_counts(tile_max[: planes * tiles], tile_size, bounds, zero_tiles, tile_saved)
             for k in range(bounds.size):
-                bound = bounds[k]
-                zeros[sample, k] += within[k]
-                empty = np.int32(0)
-                for member in range(planes):
-                    empty += np.int32(plane_max[member] <= bound)
-                zero_channels[sample, k] += empty
-                skipped = np.int64(0)
-                saved = np.int64(0)
-                for index in range(planes * tiles):
-                    hit = tile_max[index] <= bound
-                    skipped += np.int64(hit)
-                    saved += tile_size[index] if hit else np.int64(0)
-                zero_tiles[k] += skipped
-                tile_saved[k] += saved
+                zero_channels[sample, k] += _at_most(plane_max[:planes], bounds[k])
+            largest = max(largest, _largest(plane_max[:planes]))
+        for k in range(bounds.size):
+            zeros[sample, k] += within[k]
     return int(largest)
 
 
-def _magnitude_block(
-    source: Any, magnitude: Any, bounds: Any, within: Any
-) -> None:  # pragma: no cover - compiled by numba
-    """|x| of one block into the scratch, and its values within each ε (the block in L1).
+def _large_plane(
+    plane: Any,
+    width: int,
+    tile_h: int,
+    tile_w: int,
+    bounds: Any,
+    one: Any,
+    within: Any,
+    column_max: Any,
+    tile_max: Any,
+) -> Any:  # pragma: no cover - compiled by numba
+    """One plane larger than a span, counted a span at a time: whole bands of tiles each (at
+    least one band), or any pieces when the tile is the whole plane. Returns its largest |x|."""
+    height = plane.size // width
+    if tile_h == height and tile_w == width:
+        best = np.int32(0)
+        for start in range(0, plane.size, _SPAN_ELEMENTS):
+            piece = plane[start : start + _SPAN_ELEMENTS]
+            _count_span(piece, bounds, one, within)
+            best = max(best, _largest_magnitude(piece))
+        tile_max[0] = best
+        return best
+    cols = (width + tile_w - 1) // tile_w
+    rows = tile_h * max(1, _SPAN_ELEMENTS // (tile_h * width))
+    for top in range(0, height, rows):
+        chunk = plane[top * width : min(height, top + rows) * width]
+        _count_span(chunk, bounds, one, within)
+        first_tile = (top // tile_h) * cols
+        _tile_maxima(chunk, width, tile_h, tile_w, column_max, tile_max[first_tile:])
+    return _largest(tile_max[: ((height + tile_h - 1) // tile_h) * cols])
 
-    Slices indexed from 0: LLVM then knows no index is negative and vectorises."""
-    sign_off = np.int32(0x7FFFFFFF)
-    for index in range(source.size):
-        magnitude[index] = source[index] & sign_off
+
+def _count_span(span: Any, bounds: Any, one: Any, within: Any) -> None:  # pragma: no cover
+    """Add to ``within`` the values of ``span`` with |x| <= each ε: six ε a pass while six are
+    left, the rest one a pass (the span is in L1 after the first). Pieces of at most
+    ``_PIECE_ELEMENTS`` keep the int32 counters of a pass from overflowing."""
+    for start in range(0, span.size, _PIECE_ELEMENTS):
+        piece = span[start : start + _PIECE_ELEMENTS]
+        first = 0
+        while first + _EPS_PER_PASS <= bounds.size:
+            _within_six(piece, bounds, first, one, within)
+            first += _EPS_PER_PASS
+        for k in range(first, bounds.size):
+            within[k] += _within_one(piece, bounds[k], one)
+
+
+def _within_six(
+    span: Any, bounds: Any, first: int, one: Any, within: Any
+) -> None:  # pragma: no cover - compiled by numba
+    """Add to ``within[first:first + 6]`` the values of ``span`` with |x| <= each of
+    ``bounds[first:first + 6]``, in one pass.
+
+    Six named int32 counters: LLVM vectorises each into one 16-lane register. Each counts with
+    ``counter + one if |x| <= bound else counter``: were ``one`` a constant, LLVM would rewrite
+    that as ``counter + (|x| <= bound)``, which AVX-512 compiles into a compare, a mask-to-vector
+    move and a subtraction; with a run-time ``one`` it stays a compare and a masked add, a third
+    fewer instructions in a loop whose speed is set by its instruction count."""
+    b0, b1, b2 = bounds[first], bounds[first + 1], bounds[first + 2]
+    b3, b4, b5 = bounds[first + 3], bounds[first + 4], bounds[first + 5]
+    c0 = c1 = c2 = c3 = c4 = c5 = np.int32(0)
+    for index in range(span.size):
+        magnitude = _magnitude(span[index])
+        c0 = np.int32(c0 + one) if magnitude <= b0 else c0
+        c1 = np.int32(c1 + one) if magnitude <= b1 else c1
+        c2 = np.int32(c2 + one) if magnitude <= b2 else c2
+        c3 = np.int32(c3 + one) if magnitude <= b3 else c3
+        c4 = np.int32(c4 + one) if magnitude <= b4 else c4
+        c5 = np.int32(c5 + one) if magnitude <= b5 else c5
+    within[first] += c0
+    within[first + 1] += c1
+    within[first + 2] += c2
+    within[first + 3] += c3
+    within[first + 4] += c4
+    within[first + 5] += c5
+
+
+def _within_one(span: Any, bound: Any, one: Any) -> Any:  # pragma: no cover - compiled by numba
+    """The values of ``span`` with |x| <= ``bound`` (int32 counter, as in :func:`_within_six`)."""
+    found = np.int32(0)
+    for index in range(span.size):
+        found = np.int32(found + one) if _magnitude(span[index]) <= bound else found
+    return found
+
+
+def _magnitude(bits: Any) -> Any:  # pragma: no cover - compiled by numba
+    """|x| as a bit pattern: the sign bit cleared. Kept int32 on purpose: numba widens int32
+    arithmetic to int64, which would halve the lanes of every vector loop that uses it."""
+    return np.int32(bits & np.int32(0x7FFFFFFF))
+
+
+def _at_most(values: Any, bound: Any) -> Any:  # pragma: no cover - compiled by numba
+    """How many of ``values`` (maxima, already |x|) are <= ``bound`` (a select, not a branch)."""
+    found = 0
+    for index in range(values.size):
+        found += 1 if values[index] <= bound else 0
+    return found
+
+
+def _tile_counts(
+    tile_max: Any, tile_size: Any, bounds: Any, zero_tiles: Any, tile_saved: Any
+) -> None:  # pragma: no cover - compiled by numba
+    """Per ε, the tiles whose largest |x| is within it and the values in those tiles.
+
+    Selects, not branches: whether a tile is within ε is as good as random, and a branch on it
+    would be mispredicted half the time; the selects vectorise."""
     for k in range(bounds.size):
         bound = bounds[k]
-        found = 0
-        for index in range(magnitude.size):
-            if magnitude[index] <= bound:  # LLVM turns this into a vector select
-                found += 1
-        within[k] += found
+        skipped = 0
+        saved = 0
+        for index in range(tile_max.size):
+            hit = tile_max[index] <= bound
+            skipped += 1 if hit else 0
+            saved += tile_size[index] if hit else 0
+        zero_tiles[k] += skipped
+        tile_saved[k] += saved
 
 
-def _largest(values: Any, count: int) -> Any:  # pragma: no cover - compiled by numba
-    """The largest of ``values[:count]``."""
+def _largest(values: Any) -> Any:  # pragma: no cover - compiled by numba
+    """The largest of ``values`` (not empty)."""
     best = values[0]
-    for index in range(1, count):
+    for index in range(1, values.size):
         best = max(best, values[index])
     return best
 
 
-def _tile_maxima(
-    plane: Any, width: int, tile_h: int, tile_w: int, column_max: Any, tile_max: Any
-) -> None:  # pragma: no cover - compiled by numba
-    """Per tile, the largest |x| of one plane: column maxima over a band of rows, then tiles.
+def _largest_magnitude(values: Any) -> Any:  # pragma: no cover - compiled by numba
+    """The largest |x| bit pattern of ``values`` (not empty)."""
+    best = _magnitude(values[0])
+    for index in range(1, values.size):
+        best = max(best, _magnitude(values[index]))
+    return best
 
-    Rows are slices indexed from 0, so that LLVM knows no index is negative and vectorises."""
-    height = plane.size // width
+
+def _plane_maxima(
+    plane: Any, width: int, tile_h: int, tile_w: int, column_max: Any, tile_max: Any
+) -> Any:  # pragma: no cover - compiled by numba
+    """The tile maxima of one plane into ``tile_max``; returns the plane's largest |x|."""
+    if tile_h * tile_w == plane.size:
+        tile_max[0] = _largest_magnitude(plane)
+        return tile_max[0]
+    _tile_maxima(plane, width, tile_h, tile_w, column_max, tile_max)
+    return _largest(tile_max)
+
+
+def _tile_maxima(
+    rows: Any, width: int, tile_h: int, tile_w: int, column_max: Any, tile_max: Any
+) -> None:  # pragma: no cover - compiled by numba
+    """Per tile, the largest |x| of whole bands of rows (a plane, or bands of one): column
+    maxima over each band of rows, then each tile's columns, row-major into ``tile_max``.
+
+    ``column_max`` holds two rows of scratch: the column maxima, then their running windows."""
+    height = rows.size // width
     cols = (width + tile_w - 1) // tile_w
     for band, top in enumerate(range(0, height, tile_h)):
-        column_max[:width] = plane[top * width : (top + 1) * width]
-        for y in range(top + 1, min(height, top + tile_h)):
-            line = plane[y * width : (y + 1) * width]
-            for x in range(width):
-                column_max[x] = max(column_max[x], line[x])
-        for col in range(cols):
-            left = col * tile_w
-            tile_max[band * cols + col] = _largest(column_max[left:], min(tile_w, width - left))
+        tall = min(tile_h, height - top)
+        _band_column_max(rows[top * width : (top + tall) * width], width, column_max[:width])
+        _band_tile_max(
+            column_max[:width],
+            column_max[width:],
+            tile_w,
+            tile_max[band * cols : (band + 1) * cols],
+        )
+
+
+def _band_column_max(band: Any, width: int, column_max: Any) -> None:  # pragma: no cover
+    """The largest |x| of each column of one band of rows, a row at a time.
+
+    Rows are slices indexed from 0, so that LLVM knows no index is negative and vectorises."""
+    for x in range(width):
+        column_max[x] = _magnitude(band[x])
+    for y in range(1, band.size // width):
+        line = band[y * width : (y + 1) * width]
+        for x in range(width):
+            column_max[x] = max(column_max[x], _magnitude(line[x]))
+
+
+def _band_tile_max(
+    column_max: Any, window: Any, tile_w: int, tile_max: Any
+) -> None:  # pragma: no cover - compiled by numba
+    """Each tile's largest |x| from the column maxima of its band.
+
+    Vectorised with doubling windows rather than a short scalar loop per tile: after the passes
+    ``window[x]`` is the largest of ``column_max[x : x + span]``, ``span`` the largest power of
+    two <= ``tile_w``, and two such windows, one at each end, cover a tile (max is idempotent,
+    so their overlap does not matter). A ragged edge tile narrower than ``span`` is scanned."""
+    width = column_max.size
+    for x in range(width):
+        window[x] = column_max[x]
+    span = 1
+    while 2 * span <= tile_w:
+        for x in range(width - span):  # reads ahead of what it writes: safe in place
+            window[x] = max(window[x], window[x + span])
+        span *= 2
+    for col in range(tile_max.size):
+        left = col * tile_w
+        right = min(width, left + tile_w)
+        if right - left >= span:
+            tile_max[col] = max(window[left], window[right - span])
+        else:
+            tile_max[col] = _largest(column_max[left:right])
 
 
 def _tile_sizes(
@@ -236,9 +382,19 @@ def _compile(function: Any) -> Any:
 
 
 if numba is not None:
-    _magnitude_block = _compile(_magnitude_block)
+    _magnitude = _compile(_magnitude)
+    _within_six = _compile(_within_six)
+    _within_one = _compile(_within_one)
+    _count_span = _compile(_count_span)
+    _at_most = _compile(_at_most)
+    _tile_counts = _compile(_tile_counts)
     _largest = _compile(_largest)
+    _largest_magnitude = _compile(_largest_magnitude)
+    _band_column_max = _compile(_band_column_max)
+    _band_tile_max = _compile(_band_tile_max)
     _tile_maxima = _compile(_tile_maxima)
+    _plane_maxima = _compile(_plane_maxima)
+    _large_plane = _compile(_large_plane)
     _tile_sizes = _compile(_tile_sizes)
 
 _KERNEL: Any = None if numba is None else _compile(_count_planes)

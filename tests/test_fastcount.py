@@ -210,3 +210,28 @@ def test_embedded_model_in_graph_probes_equal_the_fast_path(tmp_path: Path) -> N
             for fast in (True, False)
         ]
         assert runs[0].activations == runs[1].activations
+
+
+@pytest.mark.parametrize("count", [1, 5, 6, 7, 9, 12])
+@pytest.mark.parametrize(
+    ("shape", "tile"),
+    [
+        ((2, 3, 14, 14), (8, 8)),  # small planes, grouped
+        ((2, 2, 70, 75), (8, 8)),  # planes larger than a span: bands in chunks, ragged tiles
+        ((1, 2, 70, 70), (70, 70)),  # one tile per large plane, in pieces
+        ((2, 2, 5000), None),  # rank 3, one large plane per channel
+        ((3, 50), None),  # rank 2: each value its own plane
+    ],
+)
+def test_kernel_counts_any_number_of_eps(
+    count: int, shape: tuple[int, ...], tile: tuple[int, int] | None
+) -> None:
+    """ε six a pass and the rest one a pass, on every path of the kernel."""
+    values = _planted(shape, seed=count)
+    eps = tuple(float(e) for e in np.linspace(0.0, 0.6, count))
+    counts = fastcount.count_map(values, np.asarray(eps, np.float32), tile)
+    zeros, zero_channels, zero_tiles, tile_saved = _numpy_counts(values, eps, tile)
+    np.testing.assert_array_equal(counts.zeros, zeros)
+    np.testing.assert_array_equal(counts.zero_channels, zero_channels)
+    np.testing.assert_array_equal(counts.zero_tiles, zero_tiles)
+    np.testing.assert_array_equal(counts.tile_saved, tile_saved)
