@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnx_prune import fastcount, nchwc
+from onnx_prune import fastcount
 from onnx_prune.binding import BoundRunner, bound_runner, counting_pool
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.inputs import Batch
@@ -404,7 +404,7 @@ def _count_blocked(
     probe: Probe, values: np.ndarray, eps: np.ndarray, tile: tuple[int, int]
 ) -> _BatchCounts:
     """The same counts from a map in onnxruntime's blocked layout (see nchwc)."""
-    counts = nchwc.count_blocked(values, probe.block, probe.channels, eps, tile)
+    counts = fastcount.count_blocked(values, probe.block, probe.channels, eps, tile)
     samples, _, height, width = values.shape
     return _kernel_counts(counts, (samples, probe.channels, height, width), tile)
 

@@ -22,6 +22,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 _INFINITY_BITS = 0x7F800000
+_SAMPLE_IN_L2 = 1 << 16  # 256 KB of float32: a sample this small is counted in one span
+_PADDING_BITS = np.int32(0x7FC00000)  # a quiet NaN: above every ε, even +inf
 _SPAN_ELEMENTS = 4096  # 16 KB of float32: read from memory once, every other pass in L1
 _PIECE_ELEMENTS = 1 << 20  # the int32 lane counters of one pass never see more than this
 _EPS_PER_PASS = 6  # ε counted together in one pass (the default set is six)
@@ -73,6 +75,39 @@ def count_map(values: np.ndarray, eps: np.ndarray, tile: tuple[int, int] | None)
     if planes.size:
         largest = _KERNEL(
             planes.view(np.int32), bounds, tile_h, tile_w, np.int32(1),
+            zeros, zero_channels, zero_tiles, tile_saved,
+        )  # fmt: skip
+    return MapCounts(zeros, zero_channels, zero_tiles, tile_saved, largest < _INFINITY_BITS)
+
+
+def count_blocked(
+    values: np.ndarray, block: int, channels: int, eps: np.ndarray, tile: tuple[int, int]
+) -> MapCounts:
+    """The counts of :func:`count_map` for the NCHW map that ``values`` holds in onnxruntime's
+    blocked layout: shape [n, P, H, W] (P = ⌈C/B⌉·B), memory [n, P/B, H, W, B], of which the
+    first ``channels`` channels are the map's (see nchwc).
+
+    The padding channels are overwritten with a NaN bit pattern, which no ε admits, so that
+    whole rows can be counted as they lie: ``values`` must be a scratch buffer (a bound output).
+    """
+    if _KERNEL is None:
+        raise RuntimeError("the counting kernel needs numba: pip install 'onnx-prune[fast]'")
+    if values.dtype != np.float32 or not values.flags.c_contiguous:
+        raise ValueError("a blocked map must be a C-contiguous float32 buffer")
+    samples, padded, height, width = values.shape
+    lanes = values.view(np.int32).reshape(samples, padded // block, height, width, block)
+    valid = channels - (padded // block - 1) * block
+    lanes[:, -1, :, :, valid:] = _PADDING_BITS
+    tile_h, tile_w = min(tile[0], height), min(tile[1], width)
+    bounds = _bound_bits(eps)
+    zeros = np.zeros((samples, bounds.size), np.int64)
+    zero_channels = np.zeros((samples, bounds.size), np.int64)
+    zero_tiles = np.zeros(bounds.size, np.int64)
+    tile_saved = np.zeros(bounds.size, np.int64)
+    largest = 0
+    if lanes.size:
+        largest = _BLOCKED_KERNEL(
+            lanes, valid, bounds, tile_h, tile_w, np.int32(1),
             zeros, zero_channels, zero_tiles, tile_saved,
         )  # fmt: skip
     return MapCounts(zeros, zero_channels, zero_tiles, tile_saved, largest < _INFINITY_BITS)
@@ -362,6 +397,89 @@ def _band_tile_max(
             tile_max[col] = _largest(column_max[left:right])
 
 
+def _count_blocks(
+    lanes: Any,
+    last_valid: int,
+    bounds: Any,
+    tile_h: int,
+    tile_w: int,
+    one: Any,
+    zeros: Any,
+    zero_channels: Any,
+    zero_tiles: Any,
+    tile_saved: Any,
+) -> int:  # pragma: no cover - compiled by numba; checked against numpy in the tests
+    """The blocked kernel, one sample at a time. Its values are counted for every ε as they lie
+    (the order of values does not matter to a count): the whole sample in one span when it fits
+    in L2, else a band of ``tile_h`` rows at a time, just before the band's maxima are taken
+    while it is in cache. The maxima go a block of B channels at a time, B side by side in one
+    vector: column maxima of a band, then its tile maxima [tile, lane]. The tile and channel
+    counts of the whole sample follow at once.
+
+    The padding lanes hold NaN patterns (see :func:`count_blocked`): never within ε, so only
+    the largest |x| has to leave them out; channel c is lane c of the plane maxima.
+    """
+    samples, blocks, height, width, block = lanes.shape
+    row = width * block
+    cols = (width + tile_w - 1) // tile_w
+    cells = ((height + tile_h - 1) // tile_h) * cols
+    channels = (blocks - 1) * block + last_valid
+    whole = blocks * height * row <= _SAMPLE_IN_L2
+    one_block = np.repeat(_tile_sizes(height, width, tile_h, tile_w), block)
+    lane_sizes = np.empty(blocks * cells * block, np.int64)
+    for index in range(blocks):
+        lane_sizes[index * cells * block : (index + 1) * cells * block] = one_block
+    column_max = np.empty(row, np.int32)
+    tile_max = np.empty(blocks * cells * block, np.int32)
+    plane_max = np.empty(blocks * block, np.int32)
+    within = np.zeros(bounds.size, np.int64)
+    largest = np.int32(0)
+    for sample in range(samples):
+        within[:] = 0
+        if whole:
+            _count_span(lanes[sample].reshape(blocks * height * row), bounds, one, within)
+        for index in range(blocks):
+            plane = lanes[sample, index].reshape(height * row)
+            first = index * cells * block
+            for band, top in enumerate(range(0, height, tile_h)):
+                chunk = plane[top * row : min(height, top + tile_h) * row]
+                if not whole:
+                    _count_span(chunk, bounds, one, within)
+                _band_column_max(chunk, row, column_max)
+                start = first + band * cols * block
+                _blocked_tile_max(column_max, block, tile_w, tile_max[start : start + cols * block])
+            channel_max = plane_max[index * block : (index + 1) * block]
+            channel_max[:] = tile_max[first : first + block]
+            for cell in range(1, cells):
+                _max_into(channel_max, tile_max[first + cell * block : first + (cell + 1) * block])
+        _tile_counts(tile_max, lane_sizes, bounds, zero_tiles, tile_saved)
+        for k in range(bounds.size):
+            zero_channels[sample, k] += _at_most(plane_max, bounds[k])
+            zeros[sample, k] += within[k]
+        largest = max(largest, _largest(plane_max[:channels]))
+    return int(largest)
+
+
+def _blocked_tile_max(
+    column_max: Any, block: int, tile_w: int, tile_max: Any
+) -> None:  # pragma: no cover - compiled by numba
+    """The tile maxima of one band, [tile, lane], from its column maxima [x, lane]: B lanes at
+    a time, the columns of each tile folded in."""
+    width = column_max.size // block
+    for col in range(tile_max.size // block):
+        cell = tile_max[col * block : (col + 1) * block]
+        left = col * tile_w
+        cell[:] = column_max[left * block : (left + 1) * block]
+        for x in range(left + 1, min(width, left + tile_w)):
+            _max_into(cell, column_max[x * block : (x + 1) * block])
+
+
+def _max_into(target: Any, values: Any) -> None:  # pragma: no cover - compiled by numba
+    """``target = max(target, values)``, element by element."""
+    for index in range(target.size):
+        target[index] = max(target[index], values[index])
+
+
 def _tile_sizes(
     height: int, width: int, tile_h: int, tile_w: int
 ) -> Any:  # pragma: no cover - compiled by numba
@@ -396,5 +514,8 @@ if numba is not None:
     _plane_maxima = _compile(_plane_maxima)
     _large_plane = _compile(_large_plane)
     _tile_sizes = _compile(_tile_sizes)
+    _max_into = _compile(_max_into)
+    _blocked_tile_max = _compile(_blocked_tile_max)
 
 _KERNEL: Any = None if numba is None else _compile(_count_planes)
+_BLOCKED_KERNEL: Any = None if numba is None else _compile(_count_blocks)

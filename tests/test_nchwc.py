@@ -47,6 +47,8 @@ def _blocked(values: np.ndarray, block: int, seed: int = 5) -> np.ndarray:
         ((1, 3, 3, 5), (8, 8)),  # one partial block, tile larger than the plane
         ((2, 40, 7, 7), (3, 7)),
         ((1, 5, 6, 6), (1, 1)),
+        ((2, 24, 64, 72), (8, 8)),  # a sample over 256 KB: counted a band at a time
+        ((1, 40, 50, 70), (5, 7)),
     ],
 )
 def test_blocked_counts_match_numpy_and_leave_the_padding_out(
@@ -54,7 +56,7 @@ def test_blocked_counts_match_numpy_and_leave_the_padding_out(
 ) -> None:
     values = _planted(shape)
     for eps in ((0.0,), (0.0, 0.1, 0.25, 0.5, 1e-30), tuple(np.linspace(0, 1, 9))):
-        counts = nchwc.count_blocked(
+        counts = fastcount.count_blocked(
             _blocked(values, block), block, shape[1], np.asarray(eps, np.float32), tile
         )
         zeros, zero_channels, zero_tiles, tile_saved = _numpy_counts(values, eps, tile)
@@ -77,9 +79,9 @@ def test_blocked_map_with_nan_or_inf_is_an_error_but_its_padding_is_not_read(bad
     lanes = blocked.reshape(1, 1, 4, 4, 8)
     lanes[0, 0, 1, 2, 6] = bad  # a padding channel: not the map's
     eps = np.asarray([0.0], np.float32)
-    assert nchwc.count_blocked(blocked, 8, 3, eps, (2, 2)).finite
+    assert fastcount.count_blocked(blocked, 8, 3, eps, (2, 2)).finite
     lanes[0, 0, 1, 2, 1] = bad
-    assert not nchwc.count_blocked(blocked, 8, 3, eps, (2, 2)).finite
+    assert not fastcount.count_blocked(blocked, 8, 3, eps, (2, 2)).finite
     probe = Probe(tensor="t", kind="tensor", shape=(3, 4, 4), tile_max="t", block=8, channels=3)
     with pytest.raises(UnsupportedModelError, match="NaN or infinite"):
         _count_probe(probe, {"t": blocked}, eps, (2, 2), 1)
