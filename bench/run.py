@@ -7,14 +7,16 @@ Figures printed (wall-clock seconds are context only; the ratios are the result)
 
 1. weight scan vs ``onnx.load`` of a generated model with about 500 MB of weights;
 2. in the loop, the embedded model (batch 8, six ε, IFM and OFM, tiles), × plain onnxruntime:
-   the fast path, the in-graph probes, the fast path's inference alone, Polygraphy's mark-all +
-   numpy counts and onnxruntime's MinMax calibrator graph (peers), plain inference with
-   onnxruntime's thread spinning off (what the fast path runs with); beside them the machine's
-   read bandwidth (numpy sum over 1 GiB) and the read-once floor it implies: plain + one read
-   of the maps;
+   the fast path (maps taken out in onnxruntime's blocked layout), the in-graph probes, the fast
+   path's inference alone, the fast path with the maps reordered to NCHW by onnxruntime (and its
+   inference alone), Polygraphy's mark-all + numpy counts and onnxruntime's MinMax calibrator
+   graph (peers), plain inference with onnxruntime's thread spinning off (what the fast path
+   runs with); beside them the machine's read bandwidth (numpy sum over 1 GiB) and the
+   read-once floor it implies: plain + one read of the maps;
 3. the same on a compute-heavy VGG-style model built here (random weights);
 4. the whole ``onnx-prune analyze`` command vs a plain script, 512 images, interleaved;
-5. peak memory of ``onnx-prune analyze``, 256 images vs 8 and vs 64, per batch size (1, 8, 32);
+5. peak memory of ``onnx-prune analyze``, 256 images vs 8, vs one full batch and vs 64, per batch
+   size (1, 8, 32);
 6. Dask (the ``dask`` extra): ``analyze --workers 2`` vs ``--workers 1`` over 512 images (whole
    commands, cluster start included, interleaved), and the in-process synchronous Dask path vs
    the plain one-piece path (``analyze_model`` in this process, interleaved).
@@ -488,14 +490,18 @@ def peak_memory_kb(images: Path, limit: int, batch: int, folder: Path) -> int:
 
 
 def bench_memory(folder: Path) -> dict[str, object]:
-    """Per batch size, peak memory with 256 images as a ratio of peak memory with 8 and 64."""
+    """Per batch size, peak memory with 256 images as a ratio of peak memory with 8 and 64, and
+    with one full batch (below 8 images a batch of 32 holds only 8 rows, so the 8-image run of a
+    larger batch measures a smaller batch)."""
     images = image_folder(folder, 256)
     figures: dict[str, object] = {}
     for batch in (1, 8, 32):
-        peaks = {limit: peak_memory_kb(images, limit, batch, folder) for limit in (8, 64, 256)}
+        limits = sorted({8, max(8, batch), 64, 256})
+        peaks = {limit: peak_memory_kb(images, limit, batch, folder) for limit in limits}
         figures[f"batch {batch}"] = {
             **{f"peak_mb_{limit}": peak / 1024 for limit, peak in peaks.items()},
             "peak_256_over_8": peaks[256] / peaks[8],
+            "peak_256_over_one_batch": peaks[256] / peaks[max(8, batch)],
             "peak_256_over_64": peaks[256] / peaks[64],
         }
     return figures
