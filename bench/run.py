@@ -397,9 +397,11 @@ def vgg_model(folder: Path, size: int = 112) -> Path:
 
 
 def image_folder(folder: Path, count: int) -> Path:
-    """``count`` image files (the embedded photos, copied round-robin)."""
+    """``count`` image files (the embedded photos, copied round-robin), made once per folder."""
     photos = find_images([IMAGES])
     target = folder / f"images{count}"
+    if target.is_dir():  # made by an earlier section of this run
+        return target
     target.mkdir()
     for index in range(count):
         source = photos[index % len(photos)]
