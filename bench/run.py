@@ -173,7 +173,7 @@ def analyze_method(path: Path, *, fast: bool, blocked: bool = True) -> tuple[Met
     prepared = prepare(path, options)
     if not blocked:
         probed = add_probes(prepared.loaded.model, prepared.scan.layers, eps=EPS, on_host=fast)
-        prepared = replace(prepared, probed=probed, optimized=False)
+        prepared = replace(prepared, probed=probed, as_written=None)
     with model_file(prepared.loaded, prepared.probed.model) as source:
         session = open_session(source, prepared.session_options(options))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +88,13 @@ class Prepared:
     types: dict[str, TensorType]
     probed: ProbedModel
     on_host: bool
-    optimized: bool = False
+    as_written: ProbedModel | None = None
+
+    @property
+    def optimized(self) -> bool:
+        """Whether ``probed`` is onnxruntime's optimized copy of the probed model (see nchwc);
+        ``as_written`` then keeps the probed model itself, to fall back on."""
+        return self.as_written is not None
 
     def session_options(self, options: CountOptions) -> SessionOptions:
         """The session options of the probed model for ``options`` (a probed model that
@@ -115,7 +121,7 @@ def prepare(path: Path, options: CountOptions) -> Prepared:
     )
     blocked = _blocked(loaded, probed) if on_host and options.optimize else None
     if blocked is not None:
-        return Prepared(loaded, resolver, scan, types, blocked, on_host, optimized=True)
+        return Prepared(loaded, resolver, scan, types, blocked, on_host, as_written=probed)
     return Prepared(loaded, resolver, scan, types, probed, on_host)
 
 
@@ -169,9 +175,25 @@ def count_in_one_piece(
     progress: Progress | None = None,
 ) -> PartialCounts:
     """The single-process path: one session, every sample, one partial result."""
+    prepared, session = open_probed(prepared, options, session_factory)
+    return count_samples(prepared, session, source, progress)
+
+
+def open_probed(
+    prepared: Prepared, options: CountOptions, session_factory: SessionFactory = open_session
+) -> tuple[Prepared, Session]:
+    """A session on the probed model; when onnxruntime cannot open its own optimized copy, one
+    on the probed model as written (and the prepared model that goes with it)."""
+    try:
+        with model_file(prepared.loaded, prepared.probed.model) as model_source:
+            return prepared, session_factory(model_source, prepared.session_options(options))
+    except UnsupportedModelError as error:
+        if prepared.as_written is None:
+            raise
+        logger.debug("the optimized probed model does not open (%s): using it as written", error)
+    prepared = replace(prepared, probed=prepared.as_written, as_written=None)
     with model_file(prepared.loaded, prepared.probed.model) as model_source:
-        session = session_factory(model_source, prepared.session_options(options))
-        return count_samples(prepared, session, source, progress)
+        return prepared, session_factory(model_source, prepared.session_options(options))
 
 
 # The shard function and its per-process cache
@@ -193,10 +215,7 @@ def _cached_session(model: Path, options: CountOptions) -> tuple[Prepared, Sessi
     stat = model.stat()
     key = (str(model.resolve()), stat.st_mtime_ns, stat.st_size, options)
     if key not in _SESSIONS:
-        prepared = prepare(model, options)
-        with model_file(prepared.loaded, prepared.probed.model) as model_source:
-            session = open_session(model_source, prepared.session_options(options))
-        _SESSIONS[key] = (prepared, session)
+        _SESSIONS[key] = open_probed(prepare(model, options), options)
     return _SESSIONS[key]
 
 

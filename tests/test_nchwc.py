@@ -15,8 +15,8 @@ from onnx_prune.calibrate import _count_probe
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.feeds import SampleSource
 from onnx_prune.probes import Probe
-from onnx_prune.runtime import ModelSource
-from onnx_prune.shards import CountOptions, prepare
+from onnx_prune.runtime import ModelSource, Session, SessionOptions, open_session
+from onnx_prune.shards import CountOptions, count_in_one_piece, prepare
 from tests.builders import FLOAT, make_model, save
 from tests.test_fastcount import _numpy_counts, _planted
 from tests.test_probes import EPS, _inputs, two_conv_model
@@ -175,3 +175,31 @@ def test_a_model_onnxruntime_cannot_optimize_keeps_the_probed_model(
         prepared = prepare(path, CountOptions(eps=EPS, tile=(8, 8)))
     assert not prepared.optimized
     assert "not taken out blocked" in caplog.text
+
+
+@needs_blocks
+def test_an_optimized_copy_that_does_not_open_falls_back_to_the_model_as_written(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "x.npy", rng.normal(0, 1, (5, 16, 8, 8)).astype(np.float32))
+    path = save(residual_model(), tmp_path)  # type: ignore[arg-type]
+    options = CountOptions(eps=EPS, tile=(8, 8))
+    source = SampleSource(tensors=tmp_path / "x.npy", batch_size=2)
+    opened: list[bool] = []
+
+    def factory(model_source: ModelSource, session_options: SessionOptions) -> Session:
+        assert model_source.model is not None
+        nodes = model_source.model.graph.node
+        optimized = any(node.domain == "com.microsoft.nchwc" for node in nodes)
+        opened.append(optimized)
+        if optimized:
+            raise UnsupportedModelError("onnxruntime cannot load the model: planted")
+        return open_session(model_source, session_options)
+
+    prepared = prepare(path, options)
+    assert prepared.optimized
+    fallen_back = count_in_one_piece(prepared, source, options, session_factory=factory)
+    assert opened == [True, False]
+    blocked = count_in_one_piece(prepared, source, options)
+    assert fallen_back.stats == blocked.stats
