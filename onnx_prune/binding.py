@@ -134,10 +134,11 @@ def cores() -> int:
 
 
 @contextmanager
-def counting_pool() -> Iterator[Executor | None]:
-    """Threads to count one batch's maps in, one per core (the kernels release the GIL); None
-    on a single core, where counting in the calling thread is as fast."""
-    workers = cores()
+def counting_pool(threads: int | None = None) -> Iterator[Executor | None]:
+    """``threads`` threads to count one batch's maps in (None: one per core; the kernels
+    release the GIL), as many as the session runs on; None for one thread, where counting in
+    the calling thread is as fast."""
+    workers = threads or cores()
     if workers < 2:
         yield None
         return

@@ -155,11 +155,12 @@ def collect_activation_stats(
     batches: Iterable[Batch],
     *,
     on_batch: Callable[[int], None] | None = None,
+    threads: int | None = None,
 ) -> ActivationStats:
     """Run every batch through ``session`` (a probed model) and total the probe outputs.
 
     Outputs are written into reused buffers where the session allows it; each batch's maps
-    are counted on every core before the next batch runs.
+    are counted on ``threads`` threads (None: one per core) before the next batch runs.
     """
     totals = {probe.tensor: _Counts() for probe in manifest.probes}
     ifm_uses, ofm_uses = _uses(layers)
@@ -167,7 +168,7 @@ def collect_activation_stats(
     outputs = manifest.outputs()
     splitter = BatchSplitter()
     runner = bound_runner(session, outputs)
-    with counting_pool() as pool:
+    with counting_pool(threads) as pool:
         for batch in batches:
             arrays = _run_batch(session, runner, splitter, outputs, batch)
             counted = _count_batch(pool, manifest, dict(zip(outputs, arrays, strict=True)), batch)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_prune.errors import OnnxPruneError
-from onnx_prune.probes import ProbedModel
+from onnx_prune.probes import Probe, ProbedModel
 from onnx_prune.runtime import ModelSource, SessionOptions, cpu_optimized, open_session
 
 logger = logging.getLogger(__name__)
@@ -84,56 +85,71 @@ def unblock(values: np.ndarray, channels: int, block: int) -> np.ndarray:
     return lanes.transpose(0, 1, 4, 2, 3).reshape(samples, padded, height, width)[:, :channels]
 
 
-def take_out_blocked(source: ModelSource, probed: ProbedModel) -> ProbedModel | None:
+def take_out_blocked(
+    source: ModelSource, probed: ProbedModel, keep: Collection[str] = ()
+) -> ProbedModel | None:
     """The probed model optimized for this machine, each probed map that leaves through a reorder
     taken out before it in the blocked layout (its probe told the block and channels); None when
-    none does, or the layout is not there. Open its session with ``optimize=False``."""
+    none does, or the layout is not there. The outputs ``keep`` (the model's own) stay as they
+    are. Open its session with ``optimize=False``."""
     block = block_size()
     if not block:
         return None
     optimized = cpu_optimized(replace(source, model=probed.model))
-    graph = optimized.graph
     if _feeds(optimized) != _feeds(probed.model):
         return None  # e.g. an old model's initializers, listed as inputs, now asked for
+    probes, taken = _blocked_probes(optimized.graph, probed.manifest.probes, block)
+    if not taken:
+        return None
+    _take_out(optimized.graph, taken, keep)
+    logger.debug(
+        "%d probed maps taken out in onnxruntime's blocked layout (block %d)", len(taken), block
+    )
+    return ProbedModel(optimized, replace(probed.manifest, probes=probes))
+
+
+def _blocked_probes(
+    graph: onnx.GraphProto, probes: Sequence[Probe], block: int
+) -> tuple[tuple[Probe, ...], dict[str, onnx.NodeProto]]:
+    """Each probe whose map is a graph output written by a reorder to NCHW, retargeted to the
+    reorder's blocked input; and those reorders, by the map they write."""
     reorders = {
         node.output[0]: node
         for node in graph.node
         if (node.domain, node.op_type) == (_DOMAIN, _REORDER)
         and _attribute(node, "channels_last") == 0
     }
-    read = {name for node in graph.node for name in node.input}
     outputs = {output.name for output in graph.output}
-    probes, taken = [], {}
-    for probe in probed.manifest.probes:
+    retargeted, taken = [], {}
+    for probe in probes:
         node = reorders.get(probe.tile_max)
         if probe.kind != "tensor" or node is None or probe.tile_max not in outputs:
-            probes.append(probe)
+            retargeted.append(probe)
             continue
         taken[probe.tile_max] = node
         channels = int(_attribute(node, "channels"))
-        probes.append(replace(probe, tile_max=node.input[0], block=block, channels=channels))
-    if not taken:
-        return None
-    kept = [node for node in graph.node if node.output[0] not in taken or node.output[0] in read]
+        retargeted.append(replace(probe, tile_max=node.input[0], block=block, channels=channels))
+    return tuple(retargeted), taken
+
+
+def _take_out(
+    graph: onnx.GraphProto, taken: dict[str, onnx.NodeProto], keep: Collection[str]
+) -> None:
+    """The blocked input of every reorder in ``taken`` made a graph output; the reorder and its
+    output removed unless a node reads it or it is one of ``keep``."""
+    needed = {name for node in graph.node for name in node.input} | set(keep)
+    kept = [node for node in graph.node if node.output[0] not in taken or node.output[0] in needed]
     del graph.node[:]
     graph.node.extend(kept)
-    still_written = {name for node in kept for name in node.output}
-    new_outputs = [
-        output
-        for output in graph.output
-        if output.name not in taken or output.name in still_written
+    outputs = [
+        output for output in graph.output if output.name not in taken or output.name in needed
     ]
-    new_outputs += [
+    outputs += [
         helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None)
         for node in taken.values()
     ]
     del graph.output[:]
-    graph.output.extend(new_outputs)
-    manifest = replace(probed.manifest, probes=tuple(probes))
-    logger.debug(
-        "%d probed maps taken out in onnxruntime's blocked layout (block %d)", len(taken), block
-    )
-    return ProbedModel(optimized, manifest)
+    graph.output.extend(outputs)
 
 
 def _feeds(model: onnx.ModelProto) -> set[str]:

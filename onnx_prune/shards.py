@@ -133,7 +133,8 @@ def _blocked(loaded: LoadedModel, probed: ProbedModel) -> ProbedModel | None:
         return None
     try:
         with model_file(loaded, probed.model) as source:
-            return nchwc.take_out_blocked(source, probed)
+            own = [output.name for output in loaded.model.graph.output]
+            return nchwc.take_out_blocked(source, probed, keep=own)
     except UnsupportedModelError as error:
         logger.debug("maps not taken out blocked: %s", error)
         return None
@@ -152,9 +153,12 @@ def count_samples(
     session: Session,
     source: SampleSource,
     progress: Progress | None = None,
+    *,
+    threads: int | None = None,
 ) -> PartialCounts:
-    """Run the samples of ``source`` (its whole range) through the probed session and count;
-    ``progress`` hears (samples done, samples in the range) after every batch."""
+    """Run the samples of ``source`` (its whole range) through the probed session and count
+    (on ``threads`` threads, None: every core); ``progress`` hears (samples done, samples in the
+    range) after every batch."""
     feeder = Feeder(source, session.inputs(), constants=_constants(prepared.loaded))
     stats = collect_activation_stats(
         session,
@@ -162,6 +166,7 @@ def count_samples(
         prepared.scan.layers,
         feeder.batches(),
         on_batch=_counter(feeder, progress),
+        threads=threads,
     )
     return PartialCounts(stats, tuple(feeder.skipped), feeder.padded, feeder.batch_size)
 
@@ -176,7 +181,7 @@ def count_in_one_piece(
 ) -> PartialCounts:
     """The single-process path: one session, every sample, one partial result."""
     prepared, session = open_probed(prepared, options, session_factory)
-    return count_samples(prepared, session, source, progress)
+    return count_samples(prepared, session, source, progress, threads=options.threads)
 
 
 def open_probed(
@@ -208,7 +213,7 @@ def count_shard(model: Path, source: SampleSource, options: CountOptions) -> Par
     counts many shards of a model builds its session once.
     """
     prepared, session = _cached_session(model, options)
-    return count_samples(prepared, session, source)
+    return count_samples(prepared, session, source, threads=options.threads)
 
 
 def _cached_session(model: Path, options: CountOptions) -> tuple[Prepared, Session]:

@@ -86,3 +86,6 @@ def test_counting_pool_uses_every_core_and_none_on_one(monkeypatch: pytest.Monke
     monkeypatch.setattr(binding, "cores", lambda: 1)
     with counting_pool() as pool:
         assert pool is None
+    monkeypatch.setattr(binding, "cores", lambda: 4)
+    with counting_pool(1) as pool:  # a session on one thread (a Dask worker of several)
+        assert pool is None

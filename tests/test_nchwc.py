@@ -17,7 +17,7 @@ from onnx_prune.feeds import SampleSource
 from onnx_prune.probes import Probe
 from onnx_prune.runtime import ModelSource, Session, SessionOptions, open_session
 from onnx_prune.shards import CountOptions, count_in_one_piece, prepare
-from tests.builders import FLOAT, make_model, save
+from tests.builders import FLOAT, conv_relu_model, make_model, save
 from tests.test_fastcount import _numpy_counts, _planted
 from tests.test_probes import EPS, _inputs, two_conv_model
 
@@ -203,3 +203,19 @@ def test_an_optimized_copy_that_does_not_open_falls_back_to_the_model_as_written
     assert opened == [True, False]
     blocked = count_in_one_piece(prepared, source, options)
     assert fallen_back.stats == blocked.stats
+
+
+@needs_blocks
+def test_the_models_own_output_stays_when_its_map_is_taken_out(tmp_path: Path) -> None:
+    """y = relu(conv(x)) is the model's output and a probed OFM: its reorder stays for y."""
+    weight = np.random.default_rng(6).normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32)
+    weight[2] = 0.0
+    path = save(conv_relu_model(weight), tmp_path)
+    prepared = prepare(path, CountOptions(eps=EPS, tile=(8, 8)))
+    probe = prepared.probed.manifest.probe("y")
+    assert probe.block == BLOCK and probe.channels == 8
+    outputs = [output.name for output in prepared.probed.model.graph.output]
+    assert "y" in outputs and probe.tile_max in outputs
+    source = SampleSource(tensors=_inputs(tmp_path), batch_size=4)
+    runs = [analyze_model(path, source, eps=EPS, fast=fast) for fast in (True, False)]
+    assert runs[0].activations == runs[1].activations
