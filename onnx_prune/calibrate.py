@@ -375,8 +375,8 @@ def _count_values(
     magnitude, bounds = _magnitude(values, eps, parameters)
     if not np.isfinite(magnitude).all():
         raise UnsupportedModelError(_NOT_FINITE)
-    planes = magnitude.reshape(samples, values.shape[1], -1)
-    plane = planes.shape[2]
+    plane = int(np.prod(values.shape[2:], dtype=np.int64))
+    planes = magnitude.reshape(samples, values.shape[1], plane)  # -1 cannot be told from 0 values
     zeros = np.stack([np.count_nonzero(planes <= b, axis=(1, 2)) for b in bounds], axis=1)
     channel_max = planes.max(axis=2) if plane else np.zeros(planes.shape[:2], planes.dtype)
     zero_channels = np.stack([np.count_nonzero(channel_max <= b, axis=1) for b in bounds], axis=1)

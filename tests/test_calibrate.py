@@ -16,13 +16,13 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from onnx_prune.calibrate import ActivationStats, collect_activation_stats
+from onnx_prune.calibrate import ActivationStats, _count_values, collect_activation_stats
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.inputs import Batch
 from onnx_prune.layers import ComputeLayer, find_compute_layers
 from onnx_prune.load import load_model
-from onnx_prune.probes import ProbedModel, add_probes
+from onnx_prune.probes import Probe, ProbedModel, add_probes
 from onnx_prune.runtime import TensorSpec
 from tests.builders import conv_relu_model, conv_weight, save
 
@@ -128,3 +128,20 @@ def test_a_failure_on_one_sample_is_the_models_error(tmp_path: Path) -> None:
 
     with pytest.raises(UnsupportedModelError, match="a node cannot run"):
         collect_activation_stats(Broken(probed.model), probed.manifest, layers, _batches(x[:1], 1))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.zeros((2, 0, 4, 4), np.float32),
+        np.zeros((2, 0), np.float32),
+        np.zeros((2, 0, 3), np.int8),
+    ],
+)
+def test_a_map_without_channels_counts_nothing(values: np.ndarray) -> None:
+    """A map of 0 channels (say, a Slice that keeps none) has no values, channels or tiles."""
+    probe = Probe(tensor="t", kind="tensor", shape=values.shape[1:], tile_max="t")
+    counts = _count_values(probe, values, np.asarray([0.0, 0.1], np.float32), (8, 8), 2)
+    assert counts.elements_per_sample == counts.channels == counts.tiles == 0
+    assert counts.zeros.tolist() == counts.zero_channels.tolist() == [[0, 0], [0, 0]]
+    assert counts.zero_tiles.tolist() == counts.tile_saved.tolist() == [0, 0]
