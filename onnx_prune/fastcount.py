@@ -64,20 +64,9 @@ def count_map(values: np.ndarray, eps: np.ndarray, tile: tuple[int, int] | None)
     if _KERNEL is None:
         raise RuntimeError("the counting kernel needs numba: pip install 'onnx-prune[fast]'")
     planes = _as_planes(values, tile)
-    samples, _, height, width = planes.shape
+    _, _, height, width = planes.shape
     tile_h, tile_w = (min(tile[0], height), min(tile[1], width)) if tile else (height, width)
-    bounds = _bound_bits(eps)
-    zeros = np.zeros((samples, bounds.size), np.int64)
-    zero_channels = np.zeros((samples, bounds.size), np.int64)
-    zero_tiles = np.zeros(bounds.size, np.int64)
-    tile_saved = np.zeros(bounds.size, np.int64)
-    largest = 0
-    if planes.size:
-        largest = _KERNEL(
-            planes.view(np.int32), bounds, tile_h, tile_w, np.int32(1),
-            zeros, zero_channels, zero_tiles, tile_saved,
-        )  # fmt: skip
-    return MapCounts(zeros, zero_channels, zero_tiles, tile_saved, largest < _INFINITY_BITS)
+    return _counted(_KERNEL, planes.view(np.int32), _bound_bits(eps), tile_h, tile_w)
 
 
 def count_blocked(
@@ -99,16 +88,24 @@ def count_blocked(
     valid = channels - (padded // block - 1) * block
     lanes[:, -1, :, :, valid:] = _PADDING_BITS
     tile_h, tile_w = min(tile[0], height), min(tile[1], width)
-    bounds = _bound_bits(eps)
+    return _counted(_BLOCKED_KERNEL, lanes, _bound_bits(eps), tile_h, tile_w, valid)
+
+
+def _counted(
+    kernel: Any, bits: np.ndarray, bounds: np.ndarray, tile_h: int, tile_w: int, *more: int
+) -> MapCounts:
+    """A kernel's counts of ``bits`` (samples on axis 0) into new int64 arrays; ``more``: the
+    kernel's own last arguments."""
+    samples = bits.shape[0]
     zeros = np.zeros((samples, bounds.size), np.int64)
     zero_channels = np.zeros((samples, bounds.size), np.int64)
     zero_tiles = np.zeros(bounds.size, np.int64)
     tile_saved = np.zeros(bounds.size, np.int64)
     largest = 0
-    if lanes.size:
-        largest = _BLOCKED_KERNEL(
-            lanes, valid, bounds, tile_h, tile_w, np.int32(1),
-            zeros, zero_channels, zero_tiles, tile_saved,
+    if bits.size:
+        largest = kernel(
+            bits, bounds, tile_h, tile_w, np.int32(1),
+            zeros, zero_channels, zero_tiles, tile_saved, *more,
         )  # fmt: skip
     return MapCounts(zeros, zero_channels, zero_tiles, tile_saved, largest < _INFINITY_BITS)
 
@@ -399,7 +396,6 @@ def _band_tile_max(
 
 def _count_blocks(
     lanes: Any,
-    last_valid: int,
     bounds: Any,
     tile_h: int,
     tile_w: int,
@@ -408,6 +404,7 @@ def _count_blocks(
     zero_channels: Any,
     zero_tiles: Any,
     tile_saved: Any,
+    last_valid: int,
 ) -> int:  # pragma: no cover - compiled by numba; checked against numpy in the tests
     """The blocked kernel, one sample at a time. Its values are counted for every ε as they lie
     (the order of values does not matter to a count): the whole sample in one span when it fits
