@@ -64,6 +64,7 @@ def analyze_model(
     eps_map: EpsMap | None = None,
     fast: bool | None = None,
     runner: ShardRunner | None = None,
+    threads: int | None = None,
 ) -> Analysis:
     """Measure weight and feature-map sparsity, bandwidth and pruned loads of ``path``.
 
@@ -77,6 +78,7 @@ def analyze_model(
     the providers are the CPU's); False: count in the graph (the portable path).
     ``runner`` counts the samples in shards elsewhere (``distributed.DaskRunner``); None: here,
     in one piece. Either way the same shard code counts and the totals are identical.
+    ``threads``: onnxruntime's intra-op threads and the counting threads (None: one per core).
     """
     options = CountOptions(
         eps=tuple(float(e) for e in eps),
@@ -84,8 +86,11 @@ def analyze_model(
         optimize=optimize,
         providers=providers or Providers(),
         fast=fast,
+        threads=threads,
     )
-    prepared = prepare(path, options)
+    # onnxruntime's own optimized copy only for its own sessions, counted here
+    blocked = runner is None and session_factory is open_session
+    prepared = prepare(path, options, blocked=blocked)
     if eps_map is not None:
         check_eps_map(eps_map, (layer.ifm for layer in prepared.scan.layers), model=str(path))
     if fast is not False and not options.providers.accelerated and not prepared.on_host:

@@ -4,8 +4,8 @@ Two pieces, both independent of what is counted:
 
 - :class:`BoundRunner` runs a session so that its outputs land in one preallocated buffer set,
   reused by every batch, when the session can (onnxruntime's IOBinding); otherwise it runs it
-  plainly. :func:`bound_runner` keeps one runner per session and outputs, so that repeated
-  calibrations on one session (shards, tuning) reuse the same memory.
+  plainly. One runner serves one calibration call: calls that share a session (the shards of a
+  Dask worker's threads) never share buffers, and the memory goes when the call returns.
 - :func:`counting_pool` runs the counting of one batch's maps on every core while inference
   waits: onnxruntime's intra-op threads already take every core during a run, so counting
   beside the next batch would only make the two fight for them (measured: slower on 2 cores).
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -93,25 +92,6 @@ class BoundRunner:
     def _bound(self, buffers: list[np.ndarray], feeds: Mapping[str, np.ndarray]) -> None:
         assert isinstance(self._session, BindingSession)
         self._session.run_into(dict(zip(self._outputs, buffers, strict=True)), feeds)
-
-
-_RUNNERS: weakref.WeakKeyDictionary[Session, dict[tuple[str, ...], BoundRunner]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def bound_runner(session: Session, outputs: Sequence[str]) -> BoundRunner:
-    """The runner of ``outputs`` on ``session``: one per session and outputs, kept as long as
-    the session lives (it holds the session weakly, so that it does not keep it alive); a
-    session that cannot be weakly referenced gets a new runner each time."""
-    try:
-        runners = _RUNNERS.setdefault(session, {})
-    except TypeError:
-        return BoundRunner(session, outputs)
-    key = tuple(outputs)
-    if key not in runners:
-        runners[key] = BoundRunner(cast(Session, weakref.proxy(session)), outputs)
-    return runners[key]
 
 
 def _sample_key(batch: Batch) -> tuple[object, ...]:

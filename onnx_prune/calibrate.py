@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnx_prune import fastcount
-from onnx_prune.binding import BoundRunner, bound_runner, counting_pool
+from onnx_prune.binding import BoundRunner, counting_pool
 from onnx_prune.errors import UnsupportedModelError
 from onnx_prune.inputs import Batch
 from onnx_prune.layers import ComputeLayer
@@ -167,7 +167,7 @@ def collect_activation_stats(
     samples: list[SampleStats] = []
     outputs = manifest.outputs()
     splitter = BatchSplitter()
-    runner = bound_runner(session, outputs)
+    runner = BoundRunner(session, outputs)
     with counting_pool(threads) as pool:
         for batch in batches:
             arrays = _run_batch(session, runner, splitter, outputs, batch)
@@ -405,6 +405,19 @@ def _count_blocked(
     probe: Probe, values: np.ndarray, eps: np.ndarray, tile: tuple[int, int]
 ) -> _BatchCounts:
     """The same counts from a map in onnxruntime's blocked layout (see nchwc)."""
+    padded = -(-probe.channels // probe.block) * probe.block
+    if (
+        values.ndim != 4
+        or values.shape[1] != padded
+        or values.dtype != np.float32
+        or not values.flags.c_contiguous
+        or not values.flags.writeable
+    ):
+        raise UnsupportedModelError(
+            f"feature map '{probe.tensor}' came out of onnxruntime as {values.dtype} "
+            f"{list(values.shape)}, not in its blocked layout of {padded} channels: "
+            "run with --no-optimize to count the graph as written"
+        )
     counts = fastcount.count_blocked(values, probe.block, probe.channels, eps, tile)
     samples, _, height, width = values.shape
     return _kernel_counts(counts, (samples, probe.channels, height, width), tile)

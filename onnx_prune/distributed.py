@@ -20,7 +20,6 @@ import contextlib
 import functools
 import logging
 import operator
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from onnx_prune.accuracy import AccuracyPartial, SweepTask, sweep_shard
+from onnx_prune.binding import cores
 from onnx_prune.errors import MissingExtraError, OnnxPruneError, first_line
 from onnx_prune.feeds import Progress, SampleSource
 from onnx_prune.shards import (
@@ -237,7 +237,7 @@ def open_runner(scheduler: str | None, workers: int | None) -> Iterator[DaskRunn
         return
     count = workers or 1
     with _local_cluster(count) as client:
-        yield DaskRunner(client=client, workers=count, threads=max(1, _cores() // count))
+        yield DaskRunner(client=client, workers=count, threads=max(1, cores() // count))
 
 
 def _require_dask() -> None:
@@ -293,7 +293,3 @@ def _local_cluster(workers: int) -> Iterator[Any]:
 
 def _worker_count(client: Any) -> int:
     return max(1, len(client.scheduler_info().get("workers", {})))
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

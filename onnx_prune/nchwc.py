@@ -3,13 +3,15 @@
 On x86 CPUs onnxruntime runs convolutions in a blocked layout, NCHWc: a map [N, C, H, W] is held
 as [N, ⌈C/B⌉, H, W, B], B channels side by side (B = 8 with AVX2, 16 with AVX-512; channels
 padded up to a multiple of B), and is reordered back to NCHW only where a plain operator or a
-graph output needs it. Making every probed map a graph output therefore adds one reorder per map
-and undoes the residual Conv + Add fusions: on the embedded model, 58 reorders, and inference
-with its maps bound as outputs at 1.9× plain (measured, interleaved).
+graph output needs it. Making every probed map a graph output therefore adds one reorder per map:
+on the embedded model, 58 reorders, and inference with its maps bound as outputs at 1.9× plain
+(measured, interleaved). It also keeps onnxruntime from fusing a residual Add into the
+convolution before it, whose output is then a probed map: that stays so here too.
 
 Here the probed model is optimized by onnxruntime for this machine once, and each probed map that
 leaves through a reorder is taken out before it, still blocked (the reorder stays only where
-another node reads its output): the same inference then costs 1.04× plain. The maps are counted
+another node or the model's own output reads it): the same inference then costs 1.04–1.10×
+plain. The maps are counted
 in the blocked layout by a kernel that reads each value once, the B channels of a pixel side by
 side in one vector, and leaves the padding channels out. ``block_size`` checks the layout on a
 tiny model first; anything unexpected and the caller keeps the plain probed model.
@@ -123,11 +125,18 @@ def _blocked_probes(
     retargeted, taken = [], {}
     for probe in probes:
         node = reorders.get(probe.tile_max)
-        if probe.kind != "tensor" or node is None or probe.tile_max not in outputs:
+        channels = int(_attribute(node, "channels")) if node is not None else 0
+        known = probe.shape[1] if len(probe.shape) == 4 else 0  # 0: not known
+        if (
+            probe.kind != "tensor"
+            or node is None
+            or probe.tile_max not in outputs
+            or channels < 1
+            or known not in (0, channels)
+        ):
             retargeted.append(probe)
             continue
         taken[probe.tile_max] = node
-        channels = int(_attribute(node, "channels"))
         retargeted.append(replace(probe, tile_max=node.input[0], block=block, channels=channels))
     return tuple(retargeted), taken
 

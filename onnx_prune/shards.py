@@ -107,8 +107,10 @@ class Prepared:
         )
 
 
-def prepare(path: Path, options: CountOptions) -> Prepared:
-    """Load ``path``, find its compute layers and add the probes that count them."""
+def prepare(path: Path, options: CountOptions, *, blocked: bool = True) -> Prepared:
+    """Load ``path``, find its compute layers and add the probes that count them; ``blocked``
+    False: never onnxruntime's optimized copy with maps taken out blocked (for a session
+    factory that is not onnxruntime's, or a prepared model used only to plan shards)."""
     loaded = load_model(path)
     resolver = ConstantResolver(loaded)
     scan = find_compute_layers(loaded.model, resolver)
@@ -119,9 +121,9 @@ def prepare(path: Path, options: CountOptions) -> Prepared:
     probed = add_probes(
         loaded.model, scan.layers, eps=options.eps, tile=options.tile, types=types, on_host=on_host
     )
-    blocked = _blocked(loaded, probed) if on_host and options.optimize else None
-    if blocked is not None:
-        return Prepared(loaded, resolver, scan, types, blocked, on_host, as_written=probed)
+    copy = _blocked(loaded, probed) if blocked and on_host and options.optimize else None
+    if copy is not None:
+        return Prepared(loaded, resolver, scan, types, copy, on_host, as_written=probed)
     return Prepared(loaded, resolver, scan, types, probed, on_host)
 
 

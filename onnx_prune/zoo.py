@@ -29,16 +29,12 @@ from onnx_prune.analysis import Analysis, analyze_model
 from onnx_prune.baseline import Comparison, ModelFigures
 from onnx_prune.distributed import DaskRunner
 from onnx_prune.errors import InputDataError, OnnxPruneError
-from onnx_prune.feeds import SampleSource, SessionFactory
+from onnx_prune.feeds import SampleSource
 from onnx_prune.jsondoc import Document, analysis_document
 from onnx_prune.load import load_model
 from onnx_prune.runtime import (
     CPU_ONLY,
-    ModelSource,
     Providers,
-    Session,
-    SessionOptions,
-    open_session,
 )
 
 Status = Literal[
@@ -310,7 +306,7 @@ def _analyze_zoo_model(job: ZooJob, runner: DaskRunner | None) -> ModelResult:
             _calibration_for(job),
             eps=eps + tuple(e for e in job.extra_eps if e not in eps),
             providers=job.providers,
-            session_factory=_session_factory(job.threads),
+            threads=job.threads,
             runner=runner,
         )
     except OnnxPruneError as error:
@@ -375,16 +371,6 @@ def _fixes_image_size(path: Path) -> bool:
         return False
     dims = inputs[0].type.tensor_type.shape.dim
     return len(dims) == 4 and all(dim.dim_value > 0 for dim in dims[2:])
-
-
-def _session_factory(threads: int | None) -> SessionFactory:
-    if threads is None:
-        return open_session
-
-    def threaded(source: ModelSource, options: SessionOptions) -> Session:
-        return open_session(source, replace(options, threads=threads))
-
-    return threaded
 
 
 # Figures

@@ -1,17 +1,17 @@
-"""Outputs bound into one reused buffer set, one runner per session, counting on every core."""
+"""Outputs bound into one reused buffer set per call, counting on every core."""
 
 from __future__ import annotations
 
-import gc
 import threading
-import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from onnx_prune import binding
-from onnx_prune.binding import BoundRunner, bound_runner, counting_pool
+from onnx_prune.binding import BoundRunner, counting_pool
+from onnx_prune.calibrate import ActivationStats, collect_activation_stats
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.inputs import Batch
 from onnx_prune.layers import find_compute_layers
@@ -59,22 +59,27 @@ def test_bound_runner_runs_plainly_when_the_outputs_are_not_per_sample(tmp_path:
     assert not np.shares_memory(first, second)
 
 
-def test_one_runner_per_session_and_outputs_that_does_not_keep_the_session(
-    tmp_path: Path,
-) -> None:
-    session = _probed_session(tmp_path)
-    runner = bound_runner(session, ["y", "r1"])
-    assert bound_runner(session, ["y", "r1"]) is runner
-    assert bound_runner(session, ["r1"]) is not runner
-    x = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
-    np.testing.assert_array_equal(
-        runner.run(Batch({"x": x}, ("a", "b")))[0], session.run(["y"], {"x": x})[0]
-    )
-    alive, held = weakref.ref(session), len(binding._RUNNERS)
-    del session, runner
-    gc.collect()
-    assert alive() is None
-    assert len(binding._RUNNERS) <= held - 1
+def test_two_calibrations_at_once_on_one_session_do_not_share_buffers(tmp_path: Path) -> None:
+    """As the shards of a Dask worker's threads do: each call must count its own samples."""
+    loaded = load_model(save(two_conv_model(), tmp_path))
+    layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
+    probed = add_probes(loaded.model, layers, eps=EPS, on_host=True)
+    with model_file(loaded, probed.model) as source:
+        session = open_session(source)
+    rng = np.random.default_rng(3)
+    runs = [
+        [Batch({"x": rng.normal(0, 1, (4, 3, 8, 8)).astype(np.float32)}, tuple("abcd"))] * 30
+        for _ in range(4)
+    ]
+
+    def count(batches: list[Batch]) -> ActivationStats:
+        return collect_activation_stats(session, probed.manifest, layers, batches)
+
+    alone = [count(batches) for batches in runs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(count, runs))
+    assert together == alone
+    assert len({stats.tensors["r1"].zeros for stats in alone}) == len(runs)  # they differ
 
 
 def test_counting_pool_uses_every_core_and_none_on_one(monkeypatch: pytest.MonkeyPatch) -> None:

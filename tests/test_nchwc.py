@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,8 @@ def test_blocked_map_with_nan_or_inf_is_an_error_but_its_padding_is_not_read(bad
 
 def residual_model() -> object:
     """x[N,16,8,8] -> conv a (ReLU) -> conv b (24 channels) -> c; conv d of x (24) -> + c:
-    a residual add onnxruntime would fuse into conv b, and padded 24-channel blocks."""
+    a residual Add that onnxruntime fuses into conv b in the plain model (not in the probed one,
+    where conv b's output is a probed map), and padded 24-channel blocks."""
     rng = np.random.default_rng(3)
     arrays = {
         "wa": rng.normal(0, 0.3, (16, 16, 3, 3)).astype(np.float32),
@@ -219,3 +221,39 @@ def test_the_models_own_output_stays_when_its_map_is_taken_out(tmp_path: Path) -
     source = SampleSource(tensors=_inputs(tmp_path), batch_size=4)
     runs = [analyze_model(path, source, eps=EPS, fast=fast) for fast in (True, False)]
     assert runs[0].activations == runs[1].activations
+
+
+def test_a_map_not_in_the_blocked_layout_it_was_promised_is_one_line() -> None:
+    probe = Probe(
+        tensor="t", kind="tensor", shape=(0, 24, 4, 4), tile_max="t", block=16, channels=24
+    )
+    eps = np.asarray([0.0], np.float32)
+    for values in (
+        np.zeros((1, 24, 4, 4), np.float32),  # NCHW, not padded to 32
+        np.zeros((1, 32, 4, 4), np.float64),
+        np.zeros((1, 32, 4, 8), np.float32)[..., ::2],  # not contiguous
+    ):
+        with pytest.raises(UnsupportedModelError, match="not in its blocked layout of 32"):
+            _count_probe(probe, {"t": values}, eps, (2, 2), 1)
+
+
+@pytest.mark.parametrize(
+    ("channels", "shape"), [(None, (0, 24, 8, 8)), (0, (0, 24, 8, 8)), (24, (0, 16, 8, 8))]
+)
+def test_a_reorder_that_does_not_say_its_channels_keeps_the_map_in_nchw(
+    channels: int | None, shape: tuple[int, ...]
+) -> None:
+    reorder = helper.make_node("ReorderOutput", ["blocked"], ["t"], domain="com.microsoft.nchwc")
+    if channels is not None:
+        reorder.attribute.append(helper.make_attribute("channels", channels))
+    graph = helper.make_graph([reorder], "g", [], [helper.make_tensor_value_info("t", FLOAT, None)])
+    probe = Probe(tensor="t", kind="tensor", shape=shape, tile_max="t")
+    probes, taken = nchwc._blocked_probes(graph, (probe,), 16)
+    assert probes == (probe,) and not taken
+    good = helper.make_node(
+        "ReorderOutput", ["blocked"], ["t"], domain="com.microsoft.nchwc", channels=24
+    )
+    del graph.node[:]
+    graph.node.append(good)
+    probes, taken = nchwc._blocked_probes(graph, (replace(probe, shape=(0, 24, 8, 8)),), 16)
+    assert probes[0].tile_max == "blocked" and probes[0].channels == 24 and list(taken) == ["t"]
