@@ -162,6 +162,7 @@ def collect_activation_stats(
     Outputs are written into reused buffers where the session allows it; each batch's maps
     are counted on ``threads`` threads (None: one per core) before the next batch runs.
     """
+    eps = np.asarray(manifest.eps, dtype=np.float32)
     totals = {probe.tensor: _Counts() for probe in manifest.probes}
     ifm_uses, ofm_uses = _uses(layers)
     samples: list[SampleStats] = []
@@ -171,7 +172,8 @@ def collect_activation_stats(
     with counting_pool(threads) as pool:
         for batch in batches:
             arrays = _run_batch(session, runner, splitter, outputs, batch)
-            counted = _count_batch(pool, manifest, dict(zip(outputs, arrays, strict=True)), batch)
+            results = dict(zip(outputs, arrays, strict=True))
+            counted = _count_batch(pool, manifest, eps, results, batch)
             for tensor, batch_counts in counted.items():
                 _accumulate(totals[tensor], batch_counts)
             samples.extend(_samples(batch.names, counted, ifm_uses, ofm_uses))
@@ -189,11 +191,11 @@ def collect_activation_stats(
 def _count_batch(
     pool: Executor | None,
     manifest: ProbeManifest,
+    eps: np.ndarray,
     results: dict[str, np.ndarray],
     batch: Batch,
 ) -> dict[str, _BatchCounts]:
     """Every probe's counts of one batch, the probes shared out among ``pool``'s threads."""
-    eps = np.asarray(manifest.eps, dtype=np.float32)
 
     def count(probe: Probe) -> _BatchCounts:
         return _count_probe(probe, results, eps, manifest.tile, batch.size)

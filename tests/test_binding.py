@@ -14,24 +14,25 @@ from onnx_prune.binding import BoundRunner, counting_pool
 from onnx_prune.calibrate import ActivationStats, collect_activation_stats
 from onnx_prune.constants import ConstantResolver
 from onnx_prune.inputs import Batch
-from onnx_prune.layers import find_compute_layers
+from onnx_prune.layers import ComputeLayer, find_compute_layers
 from onnx_prune.load import load_model
-from onnx_prune.probes import add_probes
+from onnx_prune.probes import ProbedModel, add_probes
 from onnx_prune.runtime import Session, model_file, open_session
 from tests.builders import save
 from tests.test_probes import EPS, two_conv_model
 
 
-def _probed_session(tmp_path: Path) -> Session:
+def _probed(tmp_path: Path) -> tuple[Session, ProbedModel, tuple[ComputeLayer, ...]]:
+    """The two-conv model probed for the fast path, its session and its layers."""
     loaded = load_model(save(two_conv_model(), tmp_path))
     layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
     probed = add_probes(loaded.model, layers, eps=EPS, on_host=True)
     with model_file(loaded, probed.model) as source:
-        return open_session(source)
+        return open_session(source), probed, layers
 
 
 def test_bound_runner_reuses_one_buffer_set(tmp_path: Path) -> None:
-    session = _probed_session(tmp_path)
+    session, _, _ = _probed(tmp_path)
     names = ["y", "r1"]
     runner = BoundRunner(session, names)
     rng = np.random.default_rng(0)
@@ -61,11 +62,7 @@ def test_bound_runner_runs_plainly_when_the_outputs_are_not_per_sample(tmp_path:
 
 def test_two_calibrations_at_once_on_one_session_do_not_share_buffers(tmp_path: Path) -> None:
     """As the shards of a Dask worker's threads do: each call must count its own samples."""
-    loaded = load_model(save(two_conv_model(), tmp_path))
-    layers = find_compute_layers(loaded.model, ConstantResolver(loaded)).layers
-    probed = add_probes(loaded.model, layers, eps=EPS, on_host=True)
-    with model_file(loaded, probed.model) as source:
-        session = open_session(source)
+    session, probed, layers = _probed(tmp_path)
     rng = np.random.default_rng(3)
     runs = [
         [Batch({"x": rng.normal(0, 1, (4, 3, 8, 8)).astype(np.float32)}, tuple("abcd"))] * 30

@@ -895,15 +895,19 @@ def test_a_broken_pipe_on_standard_output_is_one_line(world: Path, reader_gone: 
     assert snapshot(world) == before
 
 
-def test_a_closed_standard_output_is_one_line(world: Path) -> None:
-    done = subprocess.run(
-        f"{sys.executable} -m onnx_prune weights model.onnx --json - >&-",
+def _with_stdout_closed(arguments: str) -> subprocess.CompletedProcess[str]:
+    """``onnx-prune ARGUMENTS`` run by the shell with its standard output closed (``>&-``)."""
+    return subprocess.run(
+        f"{sys.executable} -m onnx_prune {arguments} >&-",
         shell=True,
-        capture_output=False,
         stderr=subprocess.PIPE,
         text=True,
         timeout=120,
     )
+
+
+def test_a_closed_standard_output_is_one_line(world: Path) -> None:
+    done = _with_stdout_closed("weights model.onnx --json -")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         "error: standard output is closed: give a file path instead of -"
@@ -912,13 +916,7 @@ def test_a_closed_standard_output_is_one_line(world: Path) -> None:
 
 def test_a_closed_standard_output_without_an_output_file_is_one_line(world: Path) -> None:
     before = snapshot(world)
-    done = subprocess.run(
-        f"{sys.executable} -m onnx_prune weights model.onnx >&-",
-        shell=True,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=120,
-    )
+    done = _with_stdout_closed("weights model.onnx")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         "error: standard output is closed, so the report has nowhere to go: "
